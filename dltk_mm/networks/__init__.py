@@ -1,0 +1,1 @@
+"""dltk_mm.networks."""
