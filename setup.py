@@ -30,7 +30,16 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "dltk-mm-phantoms=dltk_mm.cli.phantoms:run",
+            "dltk-mm-preprocess=dltk_mm.cli.preprocess:run",
+            "dltk-mm-evaluate=dltk_mm.cli.evaluate:run",
+            "dltk-mm-train=dltk_mm.cli.train:run",
+            "dltk-mm-predict=dltk_mm.cli.predict:run",
+            "dltk-mm-export=dltk_mm.cli.export:run",
+        ]
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "License :: OSI Approved :: Apache Software License",

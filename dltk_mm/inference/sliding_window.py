@@ -1,0 +1,235 @@
+"""Sliding-window inference over a whole volume.
+
+Valindria et al. (WACV 2018) segment a whole preprocessed volume with the patch-trained FCN by
+sliding a 64^3 window over it; class probabilities are averaged where windows overlap, then the
+argmax gives the labels. The authors' code used 50 % overlap for validation and no overlap at test
+time; dltk_mm defaults to 50 % (``overlap=0.5``) and ``overlap=0.0`` reproduces the code's test-time
+setting.
+
+Memory: the output accumulator is ``(z, y, x, C)`` float32 plus a ``(z, y, x)`` float32 weight map,
+and one batch of windows is alive at a time. The peak host memory in bytes is about::
+
+    4 * (V * (C + 1)            # accumulator + weight map (V = voxels of the padded volume)
+         + V_in * c_in          # padded copy of the input, only when the volume is padded
+         + B * P * (c_in + C)   # one batch of input windows and predict_fn's output
+         + P * (C + 1))         # window weights and one weighted window
+
+with ``P`` the voxels of one patch, ``B`` the batch size, ``c_in`` the input channels and ``C`` the
+number of classes; plus whatever ``predict_fn`` itself holds (e.g. the network's activations on the
+accelerator).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from absl import logging
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+ProgressFn = Callable[[int, int], None]
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Start indices of the windows along one axis.
+
+    Windows advance by ``stride = max(1, round(patch * (1 - overlap)))``; the last window is placed
+    flush with the end (``size - patch``), so the windows cover ``[0, size)`` exactly and never
+    leave it. With ``size <= patch`` there is one window at 0 (the caller pads the volume).
+
+    Args:
+        size: Length of the (padded) axis, at least ``patch``.
+        patch: Window length.
+        overlap: Fraction of a window shared with the next one, in ``[0, 1)``.
+
+    Returns:
+        The sorted, distinct start indices.
+    """
+    if patch < 1:
+        raise ValueError(f"patch size must be positive, got {patch}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if size <= patch:
+        return [0]
+    stride = max(1, int(round(patch * (1.0 - overlap))))
+    starts = list(range(0, size - patch, stride))
+    starts.append(size - patch)
+    return starts
+
+
+def gaussian_weights(patch_size: Sequence[int], sigma_scale: float = 1.0 / 8.0) -> np.ndarray:
+    """Separable Gaussian window weights, maximum 1 at the patch centre.
+
+    The standard deviation along each axis is ``sigma_scale * patch`` (default patch / 8, as in
+    common practice, e.g. nnU-Net), so a voxel near a window's border counts less than one near the
+    centre of an overlapping window, where the network sees more context.
+
+    Args:
+        patch_size: Window shape ``(pz, py, px)``.
+        sigma_scale: Standard deviation as a fraction of the patch length.
+
+    Returns:
+        float32 array of shape ``patch_size`` with strictly positive entries.
+    """
+    weights = np.ones((), dtype=np.float64)
+    for length in patch_size:
+        centre = (length - 1) / 2.0
+        sigma = max(sigma_scale * length, 1e-6)
+        axis = np.exp(-0.5 * ((np.arange(length) - centre) / sigma) ** 2)
+        weights = np.multiply.outer(weights, axis)
+    weights /= weights.max()
+    # Keep every weight strictly positive (and float32-representable) so no voxel gets weight 0.
+    return np.maximum(weights, 1e-12).astype(np.float32)
+
+
+def sliding_window_inference(
+    volume: np.ndarray,
+    predict_fn: PredictFn,
+    patch_size: Sequence[int] = (64, 64, 64),
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    weighting: str = "uniform",
+    num_classes: int | None = None,
+    pad_value: float = 0.0,
+    pad_last_batch: bool = True,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
+    """Class probabilities of a whole volume from a patch-wise ``predict_fn``.
+
+    The volume is padded (centred, with ``pad_value``; 0 is the mean of a z-scored image) along
+    every axis shorter than the patch; windows (:func:`window_starts` per axis) are cut, sent to
+    ``predict_fn`` in batches, weighted (``"uniform"``: 1; ``"gaussian"``:
+    :func:`gaussian_weights`, sigma = patch / 8) and summed in float32 on the host together with a
+    weight map; the sum is divided by the weight map and the padding cropped off
+    (Valindria et al., WACV 2018, Section 4: windows over the whole volume, overlapping
+    probabilities averaged).
+
+    Args:
+        volume: float32 image ``(z, y, x)`` or ``(z, y, x, c)``; a 3-D volume gets one channel.
+        predict_fn: Maps a batch of windows ``(b, pz, py, px, c)`` float32 to probabilities
+            ``(b, pz, py, px, C)`` (NumPy array or eager tensor), e.g. a ``tf.function`` wrapping a
+            Keras stream's ``"probabilities"`` output.
+        patch_size: Window shape ``(pz, py, px)``; 64^3 in the paper.
+        overlap: Fraction of a window shared with its neighbour along each axis, in ``[0, 1)``;
+            0.5 by default, 0.0 is the authors' test-time setting (no overlap).
+        batch_size: Windows per ``predict_fn`` call.
+        weighting: ``"uniform"`` (plain average, the paper) or ``"gaussian"``.
+        num_classes: Expected number of output channels ``C``; inferred from the first batch when
+            None.
+        pad_value: Value of the padding added to axes shorter than the patch.
+        pad_last_batch: Fill the last batch up to ``batch_size`` with zero windows (their output
+            is discarded), so that a compiled ``predict_fn`` always sees one input shape and is not
+            retraced.
+        progress: Called as ``progress(windows_done, windows_total)`` after every batch.
+
+    Returns:
+        float32 probabilities ``(z, y, x, C)`` on the grid of ``volume``.
+
+    Raises:
+        ValueError: On a bad argument, or if ``predict_fn`` returns the wrong shape.
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim == 3:
+        volume = volume[..., np.newaxis]
+    if volume.ndim != 4:
+        raise ValueError(f"volume must be (z, y, x) or (z, y, x, c), got shape {volume.shape}")
+    patch = tuple(int(p) for p in patch_size)
+    if len(patch) != 3 or min(patch) < 1:
+        raise ValueError(f"patch_size must be three positive integers, got {tuple(patch_size)}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if weighting == "uniform":
+        weights = np.ones(patch, dtype=np.float32)
+    elif weighting == "gaussian":
+        weights = gaussian_weights(patch)
+    else:
+        raise ValueError(f"weighting must be 'uniform' or 'gaussian', got {weighting!r}")
+
+    spatial = volume.shape[:3]
+    channels = volume.shape[3]
+    pad_before = [max(0, p - s) // 2 for s, p in zip(spatial, patch, strict=True)]
+    pad_after = [max(0, p - s) - b for s, p, b in zip(spatial, patch, pad_before, strict=True)]
+    if any(pad_before) or any(pad_after):
+        volume = np.pad(
+            volume,
+            [*zip(pad_before, pad_after, strict=True), (0, 0)],
+            mode="constant",
+            constant_values=pad_value,
+        )
+    padded = volume.shape[:3]
+
+    starts = [window_starts(s, p, overlap) for s, p in zip(padded, patch, strict=True)]
+    corners = [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
+    total = len(corners)
+    logging.debug(
+        "sliding window: volume %s (padded %s), patch %s, overlap %s, %d windows",
+        spatial,
+        padded,
+        patch,
+        overlap,
+        total,
+    )
+
+    accumulator: np.ndarray | None = None
+    weight_map = np.zeros(padded, dtype=np.float32)
+    batch = np.zeros((batch_size, *patch, channels), dtype=np.float32)
+    for first in range(0, total, batch_size):
+        chunk = corners[first : first + batch_size]
+        for i, (z, y, x) in enumerate(chunk):
+            batch[i] = volume[z : z + patch[0], y : y + patch[1], x : x + patch[2]]
+        if pad_last_batch:
+            batch[len(chunk) :] = 0.0
+            inputs = batch
+        else:
+            inputs = batch[: len(chunk)]
+        outputs = np.asarray(predict_fn(inputs), dtype=np.float32)
+        if (
+            outputs.ndim != 5
+            or outputs.shape[0] != inputs.shape[0]
+            or outputs.shape[1:4] != patch
+            or (num_classes is not None and outputs.shape[4] != num_classes)
+        ):
+            expected_classes = "C" if num_classes is None else num_classes
+            raise ValueError(
+                f"predict_fn returned shape {outputs.shape} for windows {inputs.shape}; expected "
+                f"({inputs.shape[0]}, {patch[0]}, {patch[1]}, {patch[2]}, {expected_classes})"
+            )
+        if accumulator is None:
+            num_classes = int(outputs.shape[4])
+            accumulator = np.zeros((*padded, num_classes), dtype=np.float32)
+        for i, (z, y, x) in enumerate(chunk):
+            region = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
+            if weighting == "uniform":
+                accumulator[region] += outputs[i]
+            else:
+                accumulator[region] += outputs[i] * weights[..., np.newaxis]
+            weight_map[region] += weights
+        if progress is not None:
+            progress(first + len(chunk), total)
+
+    assert accumulator is not None  # total >= 1 always
+    accumulator /= weight_map[..., np.newaxis]
+    crop = tuple(slice(b, b + s) for b, s in zip(pad_before, spatial, strict=True))
+    return np.ascontiguousarray(accumulator[crop])
+
+
+def count_windows(
+    shape: Sequence[int], patch_size: Sequence[int] = (64, 64, 64), overlap: float = 0.5
+) -> int:
+    """Number of windows :func:`sliding_window_inference` cuts from a volume of ``shape``.
+
+    Args:
+        shape: Spatial shape ``(z, y, x)``.
+        patch_size: Window shape.
+        overlap: Overlap fraction in ``[0, 1)``.
+
+    Returns:
+        The window count (the number of ``predict_fn`` calls is ``ceil(count / batch_size)``).
+    """
+    return math.prod(
+        len(window_starts(max(int(s), int(p)), int(p), overlap))
+        for s, p in zip(shape, patch_size, strict=True)
+    )

@@ -1,0 +1,227 @@
+"""Intensity and geometric augmentation of training patches, in stateless TensorFlow ops.
+
+Valindria et al. (WACV 2018) augment with additive Gaussian noise (sigma 0.1 per voxel) and a
+random intensity offset (sigma 0.1). Their code drew one offset per volume read, shared by all
+patches cut from it; :mod:`dltk_mm.io.pipeline` does the same by seeding the offset with the read's
+seed. The paper uses no flips. Flips are offered here, off by default; a left-right flip (the last
+array axis, x, in the canonical ``(z, y, x)`` LPS layout) always swaps the right and left kidney
+labels (3 and 4): the swap is part of :func:`flip` itself, so it cannot be forgotten.
+
+Spatial axes are numbered ``0, 1, 2`` = ``(z, y, x)`` and always refer to the LAST three array
+axes, so the same functions work on a patch ``(z, y, x)`` and on a stack ``(n, z, y, x)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from dltk_mm.errors import ConfigurationError
+from dltk_mm.io.sampling import SeedLike, as_seed, derive_seed
+
+#: Spatial axis of left-right (x) in ``(z, y, x)``.
+LEFT_RIGHT_AXIS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentationConfig:
+    """Training-time augmentation (paper defaults: noise and offset on, flips off).
+
+    Attributes:
+        noise_sigma: Standard deviation of the per-voxel additive Gaussian noise (paper: 0.1);
+            0 disables it.
+        offset_sigma: Standard deviation of the random intensity offset, one per volume read
+            (paper: 0.1); 0 disables it.
+        flip_axes: Spatial axes (0=z, 1=y, 2=x) each flipped independently with probability 1/2;
+            empty (default, as in the paper) disables flips. A flip of axis 2 (left-right) swaps
+            the labels in ``swap_lr_labels``.
+        swap_lr_labels: The (right, left) label pair exchanged by a left-right flip: (3, 4), the
+            right and left kidney.
+    """
+
+    noise_sigma: float = 0.1
+    offset_sigma: float = 0.1
+    flip_axes: tuple[int, ...] = ()
+    swap_lr_labels: tuple[int, int] = (3, 4)
+
+    def __post_init__(self) -> None:
+        if self.noise_sigma < 0 or self.offset_sigma < 0:
+            raise ConfigurationError(
+                f"noise_sigma and offset_sigma must be >= 0, got {self.noise_sigma} and "
+                f"{self.offset_sigma}"
+            )
+        axes = tuple(int(a) for a in self.flip_axes)
+        if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+            raise ConfigurationError(
+                f"flip_axes must be distinct spatial axes among 0 (z), 1 (y), 2 (x), got "
+                f"{self.flip_axes}"
+            )
+        object.__setattr__(self, "flip_axes", axes)
+        _check_swap_pair(self.swap_lr_labels)
+
+
+def _check_swap_pair(pair: Sequence[int]) -> tuple[int, int]:
+    if pair is None or len(pair) != 2 or int(pair[0]) == int(pair[1]):
+        raise ConfigurationError(
+            "a left-right flip must swap the right/left labels: swap_lr_labels must be two "
+            f"different labels (default (3, 4), right and left kidney), got {pair}"
+        )
+    return int(pair[0]), int(pair[1])
+
+
+def add_gaussian_noise(image: tf.Tensor, sigma: float, seed: SeedLike) -> tf.Tensor:
+    """Adds independent zero-mean Gaussian noise to every voxel (paper: sigma 0.1).
+
+    Args:
+        image: float tensor of any shape.
+        sigma: Noise standard deviation.
+        seed: Stateless seed, shape ``[2]``.
+
+    Returns:
+        ``image + sigma * N(0, 1)``, same shape and dtype.
+    """
+    image = tf.convert_to_tensor(image)
+    if sigma == 0:
+        return image
+    noise = tf.random.stateless_normal(
+        tf.shape(image), as_seed(seed), stddev=sigma, dtype=image.dtype, alg="philox"
+    )
+    return image + noise
+
+
+def sample_intensity_offset(
+    sigma: float, seed: SeedLike, dtype: tf.DType = tf.float32
+) -> tf.Tensor:
+    """One random intensity offset ``~ N(0, sigma^2)`` (a scalar)."""
+    return tf.random.stateless_normal([], as_seed(seed), stddev=sigma, dtype=dtype)
+
+
+def add_intensity_offset(image: tf.Tensor, sigma: float, seed: SeedLike) -> tf.Tensor:
+    """Adds ONE random offset ``~ N(0, sigma^2)`` to the whole tensor (paper: sigma 0.1).
+
+    Pass the patches of one volume read together (``(n, z, y, x)``), or each with the same seed,
+    to share the offset among them, as the paper's code did.
+
+    Args:
+        image: float tensor of any shape.
+        sigma: Offset standard deviation.
+        seed: Stateless seed, shape ``[2]``; equal seeds give equal offsets.
+
+    Returns:
+        ``image + offset``, same shape and dtype.
+    """
+    image = tf.convert_to_tensor(image)
+    if sigma == 0:
+        return image
+    return image + sample_intensity_offset(sigma, seed, image.dtype)
+
+
+def swap_labels(label: tf.Tensor, pair: Sequence[int] = (3, 4)) -> tf.Tensor:
+    """Exchanges two label values (e.g. right and left kidney), leaving all others unchanged."""
+    first, second = _check_swap_pair(pair)
+    label = tf.convert_to_tensor(label)
+    a = tf.cast(first, label.dtype)
+    b = tf.cast(second, label.dtype)
+    return tf.where(tf.equal(label, a), b, tf.where(tf.equal(label, b), a, label))
+
+
+def flip(
+    image: tf.Tensor, label: tf.Tensor, axis: int, swap_lr_labels: Sequence[int] = (3, 4)
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Flips image and label along one spatial axis; a left-right flip also swaps labels 3 and 4.
+
+    Args:
+        image: ``(..., z, y, x)``.
+        label: ``(..., z, y, x)``, same spatial shape.
+        axis: Spatial axis, 0 (z), 1 (y) or 2 (x, left-right). It is counted from the last three
+            array axes.
+        swap_lr_labels: The (right, left) labels exchanged by a left-right flip; required (a
+            left-right flip without the swap would teach the network wrong sides).
+
+    Returns:
+        ``(image, label)`` flipped.
+    """
+    axis = int(axis)
+    if axis not in (0, 1, 2):
+        raise ConfigurationError(f"axis must be a spatial axis 0 (z), 1 (y) or 2 (x), got {axis}")
+    pair = _check_swap_pair(swap_lr_labels)
+    array_axis = axis - 3
+    image = tf.reverse(image, [array_axis])
+    label = tf.reverse(label, [array_axis])
+    if axis == LEFT_RIGHT_AXIS:
+        label = swap_labels(label, pair)
+    return image, label
+
+
+def random_flip(
+    image: tf.Tensor,
+    label: tf.Tensor,
+    axes: Sequence[int],
+    seed: SeedLike,
+    swap_lr_labels: Sequence[int] = (3, 4),
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Flips along each of ``axes`` independently with probability 1/2 (see :func:`flip`).
+
+    The decision applies to the whole tensor (all patches of a stack flip together).
+
+    Args:
+        image: ``(..., z, y, x)``.
+        label: ``(..., z, y, x)``.
+        axes: Spatial axes among 0 (z), 1 (y), 2 (x); empty returns the inputs unchanged.
+        seed: Stateless seed, shape ``[2]``.
+        swap_lr_labels: See :func:`flip`.
+
+    Returns:
+        ``(image, label)``, possibly flipped.
+    """
+    image = tf.convert_to_tensor(image)
+    label = tf.convert_to_tensor(label)
+    axes = tuple(int(a) for a in axes)
+    if not axes:
+        return image, label
+    coins = tf.random.stateless_uniform([len(axes)], as_seed(seed)) < 0.5
+    for i, axis in enumerate(axes):
+        image, label = tf.cond(
+            coins[i],
+            lambda a=axis, im=image, lb=label: flip(im, lb, a, swap_lr_labels),
+            lambda im=image, lb=label: (im, lb),
+        )
+    return image, label
+
+
+def augment_read(
+    images: tf.Tensor, labels: tf.Tensor, config: AugmentationConfig, seed: SeedLike
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Augments the patches of ONE volume read: a shared offset, per-patch flips, per-voxel noise.
+
+    Args:
+        images: float ``(n, z, y, x)`` patches of one volume read.
+        labels: ``(n, z, y, x)``.
+        config: What to apply.
+        seed: Stateless seed of this read, shape ``[2]``.
+
+    Returns:
+        ``(images, labels)`` augmented.
+    """
+    seed = as_seed(seed)
+    images = add_intensity_offset(images, config.offset_sigma, derive_seed(seed, 0))
+    if config.flip_axes:
+        num = tf.shape(images)[0]
+        flip_seeds = tf.map_fn(
+            lambda i: derive_seed(derive_seed(seed, 1), i),
+            tf.range(num, dtype=tf.int64),
+            fn_output_signature=tf.TensorSpec([2], tf.int64),
+        )
+        images, labels = tf.map_fn(
+            lambda args: random_flip(args[0], args[1], config.flip_axes, args[2],
+                                     config.swap_lr_labels),
+            (images, labels, flip_seeds),
+            fn_output_signature=(
+                tf.TensorSpec(images.shape[1:], images.dtype),
+                tf.TensorSpec(labels.shape[1:], labels.dtype),
+            ),
+        )
+    images = add_gaussian_noise(images, config.noise_sigma, derive_seed(seed, 2))
+    return images, labels

@@ -1,0 +1,179 @@
+"""Manifests: CSV files listing the volumes of a data set.
+
+Columns: ``subject_id, modality, image, label`` (``label`` optional, may be empty for prediction);
+extra columns (e.g. ``fold``) are kept. Relative paths are relative to the CSV's folder; absolute
+paths are allowed. :func:`load_manifest` validates everything up front and raises one
+:class:`~dltk_mm.errors.InputDataError` listing every bad row (CSV line number and subject) with the
+fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from dltk_mm.errors import InputDataError
+from dltk_mm.io.readers import read_geometry
+
+REQUIRED_COLUMNS = ("subject_id", "modality", "image")
+OPTIONAL_COLUMNS = ("label",)
+
+
+def _resolve(value: str, base: Path) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else (base / path)
+
+
+def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = None,
+                  require_labels: bool = False, check_files: bool = True,
+                  check_grids: bool = True, grid_tolerance: float = 1e-3) -> pd.DataFrame:
+    """Reads and validates a manifest CSV.
+
+    Args:
+        path: the CSV file.
+        modalities: allowed modalities (lower-case); None allows any.
+        require_labels: every row must have a label (training / evaluation).
+        check_files: check that every image/label exists and its header can be read.
+        check_grids: check that each label lies on its image's grid (needs ``check_files``).
+        grid_tolerance: relative tolerance of the grid check (see ``Geometry.grid_differences``).
+
+    Returns:
+        DataFrame with columns subject_id, modality (lower-case), image and label as absolute path
+        strings (label None where absent), plus the CSV's extra columns.
+
+    Raises:
+        InputDataError: naming the CSV, each bad row (line number, subject) and the fix.
+    """
+    csv_path = Path(path).expanduser().resolve()
+    if not csv_path.is_file():
+        raise InputDataError(f"manifest {csv_path}: file not found; check the --manifest path")
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputDataError(
+            f"manifest {csv_path}: cannot be parsed as CSV ({error}); it needs a header line "
+            f"with the columns {', '.join(REQUIRED_COLUMNS)}[, label] and one row per volume"
+        ) from error
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputDataError(
+            f"manifest {csv_path}: missing column(s) {missing} (found {list(frame.columns)}); the "
+            f"header must name the columns {', '.join(REQUIRED_COLUMNS)} and optionally label"
+        )
+    if frame.empty:
+        raise InputDataError(f"manifest {csv_path}: has no rows; list one volume per row")
+    if "label" not in frame.columns:
+        frame["label"] = ""
+    allowed = None if modalities is None else {m.lower() for m in modalities}
+    base = csv_path.parent
+    problems: list[str] = []
+    seen: dict[tuple[str, str], int] = {}
+    images: list[str] = []
+    labels: list[str | None] = []
+    rows_modality: list[str] = []
+    for position, record in enumerate(frame.to_dict("records")):
+        line = position + 2  # line 1 is the header
+        subject = str(record["subject_id"]).strip()
+        modality = str(record["modality"]).strip().lower()
+        image_text = str(record["image"]).strip()
+        label_text = str(record.get("label", "")).strip()
+        where = f"line {line} (subject {subject or '?'!s})"
+        rows_modality.append(modality)
+        if not subject:
+            problems.append(f"{where}: empty subject_id; give every row a subject id")
+        if not modality:
+            problems.append(f"{where}: empty modality; use e.g. 'ct' or 'mr'")
+        elif allowed is not None and modality not in allowed:
+            problems.append(f"{where}: unknown modality '{modality}'; allowed modalities are "
+                            f"{sorted(allowed)} (fix the modality or the allowed list)")
+        key = (subject, modality)
+        if subject and key in seen:
+            problems.append(f"{where}: duplicate subject '{subject}' with modality '{modality}' "
+                            f"(also on line {seen[key]}); give each volume a unique subject id or "
+                            "remove the duplicate row")
+        else:
+            seen[key] = line
+        image_path = _resolve(image_text, base) if image_text else None
+        label_path = _resolve(label_text, base) if label_text else None
+        images.append(str(image_path) if image_path else "")
+        labels.append(str(label_path) if label_path else None)
+        if image_path is None:
+            problems.append(f"{where}: empty image path; give the image file of this volume")
+        if require_labels and label_path is None:
+            problems.append(f"{where}: no label; training and evaluation need a label file for "
+                            "every row (fill the label column)")
+        if not check_files:
+            continue
+        geometries = {}
+        for kind, file_path in (("image", image_path), ("label", label_path)):
+            if file_path is None:
+                continue
+            if not file_path.exists():
+                problems.append(f"{where}: {kind} file {file_path} not found; fix the path "
+                                f"(relative paths are relative to {base})")
+                continue
+            try:
+                geometries[kind] = read_geometry(file_path)
+            except InputDataError as error:
+                problems.append(f"{where}: {kind} {error}")
+        if check_grids and len(geometries) == 2:
+            differences = geometries["image"].grid_differences(geometries["label"],
+                                                              grid_tolerance)
+            if differences:
+                problems.append(
+                    f"{where}: image {image_path} and label {label_path} are on different grids "
+                    f"({'; '.join(differences)}); resample the label onto the image grid (nearest "
+                    "neighbour) or pair the right files"
+                )
+    if problems:
+        shown = problems[:50]
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        raise InputDataError(f"manifest {csv_path}: {len(problems)} problem(s):\n  "
+                             + "\n  ".join(shown) + more)
+    frame["subject_id"] = frame["subject_id"].str.strip()
+    frame["modality"] = rows_modality
+    frame["image"] = images
+    frame["label"] = pd.Series(labels, dtype=object, index=frame.index)
+    frame.attrs["manifest_path"] = str(csv_path)
+    return frame
+
+
+def write_manifest(frame: pd.DataFrame, path: str | os.PathLike, relative: bool = True) -> Path:
+    """Writes a manifest CSV (atomically), with paths relative to its folder where possible.
+
+    Args:
+        frame: rows with at least subject_id, modality, image (label optional).
+        path: output CSV.
+        relative: write image/label paths relative to the CSV's folder.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = frame.copy()
+    if relative:
+        base = path.parent.resolve()
+        for column in ("image", "label"):
+            if column in out.columns:
+                out[column] = [_relative(v, base) for v in out[column]]
+    temporary = path.with_name(f".{path.name}.tmp")
+    out.to_csv(temporary, index=False)
+    os.replace(temporary, path)
+    return path
+
+
+def _relative(value: object, base: Path) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":
+        return ""
+    candidate = Path(str(value))
+    if not candidate.is_absolute():
+        return str(candidate)
+    try:
+        return candidate.resolve().relative_to(base).as_posix()
+    except ValueError:
+        return str(candidate)

@@ -1,0 +1,194 @@
+"""The residual FCN of DLTK / Valindria et al. (2018) wired for one modality from a layer registry.
+
+Blocks (spec section 3): ``stem`` (3^3 conv), ``enc1..enc{n-1}`` (residual scales, the first unit
+of each strided), ``dec{n-2}..dec0`` (upscore units), ``head`` (1^3 conv to the classes). The
+:class:`LayerRegistry` hands out the weighted layers: a layer of a shared block is created once and
+reused by every stream (literally the same object), a layer of a modality-specific block is created
+once per modality. Stateless layers (activations, pooling, padding, sums, upsampling) are created
+per stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from dltk_mm.core.residual_unit import (
+    BATCH_NORM,
+    CONV,
+    LayerFactory,
+    LayerProvider,
+    as_triple,
+    conv_factory,
+    residual_unit,
+)
+from dltk_mm.core.upscore import upscore_kernel_size, upscore_unit
+from dltk_mm.errors import ConfigurationError
+from dltk_mm.networks.schemes import Scheme, get_scheme
+
+
+def block_names(num_scales: int) -> tuple[str, ...]:
+    """Block names of an FCN with ``num_scales`` entries in ``filters``."""
+    return (
+        ("stem",)
+        + tuple(f"enc{i}" for i in range(1, num_scales))
+        + tuple(f"dec{i}" for i in range(num_scales - 2, -1, -1))
+        + ("head",)
+    )
+
+
+class LayerRegistry:
+    """Hands out shared or modality-specific layers according to a scheme.
+
+    Keys are ``(block, layer_name)`` for shared layers and ``(block, layer_name, modality)`` for
+    modality-specific ones; layer names start with the block name (``enc1_unit0_conv0``). Names of
+    specific layers carry the modality as a suffix (``enc1_unit0_conv0_mr``), shared ones do not.
+
+    Args:
+        scheme: the training scheme (a name or a :class:`Scheme`).
+    """
+
+    def __init__(self, scheme: str | Scheme) -> None:
+        self.scheme = get_scheme(scheme)
+        self.layers: dict[tuple[str, ...], keras.layers.Layer] = {}
+        self.used: dict[str, dict[tuple[str, str], keras.layers.Layer]] = {}
+
+    def provider(self, block: str, modality: str) -> LayerProvider:
+        """The :class:`LayerProvider` of ``block`` in the stream of ``modality``."""
+
+        def get(name: str, factory: LayerFactory, kind: str) -> keras.layers.Layer:
+            if kind not in (CONV, BATCH_NORM):
+                raise ValueError(f"unknown layer kind {kind!r}")
+            specific = self.scheme.is_specific(block, batch_norm=kind == BATCH_NORM)
+            key = (block, name, modality) if specific else (block, name)
+            if key not in self.layers:
+                self.layers[key] = factory(f"{name}_{modality}" if specific else name)
+            layer = self.layers[key]
+            self.used.setdefault(modality, {})[(block, name)] = layer
+            return layer
+
+        return get
+
+    def stream_layers(self, modality: str) -> dict[tuple[str, str], keras.layers.Layer]:
+        """``(block, layer name) -> layer`` for each weighted layer of ``modality``'s stream."""
+        return dict(self.used.get(modality, {}))
+
+
+@keras.saving.register_keras_serializable(package="dltk_mm")
+class ClassPrediction(keras.layers.Layer):
+    """Argmax over the class (last) axis, as int32."""
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return tf.argmax(inputs, axis=-1, output_type=tf.int32)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape[:-1])
+
+    def compute_output_spec(self, inputs):  # noqa: D102
+        return keras.KerasTensor(inputs.shape[:-1], dtype="int32")
+
+
+def normalise_strides(strides: Sequence[int | Sequence[int]]) -> tuple[tuple[int, int, int], ...]:
+    """Per-scale strides as 3-tuples."""
+    return tuple(as_triple(s, f"strides[{i}]") for i, s in enumerate(strides))
+
+
+def build_stream(
+    modality: str,
+    registry: LayerRegistry,
+    num_classes: int = 5,
+    filters: Sequence[int] = (16, 64, 128, 256, 512),
+    strides: Sequence[int | Sequence[int]] = (1, 2, 2, 2, 1),
+    num_res_units: int = 3,
+    kernel_size: int | Sequence[int] = (3, 3, 3),
+    strided_kernel: str = "paper",
+    upscore_kernel: str | int | Sequence[int] = "paper",
+    upsample_border: str = "replicate",
+    leaky_relu_alpha: float = 0.01,
+    batch_norm_momentum: float = 0.99,
+    batch_norm_epsilon: float = 1e-3,
+    input_shape: Sequence[int | None] = (None, None, None),
+) -> keras.Model:
+    """Builds the functional FCN of one modality (DLTK ``residual_fcn_3d``; spec section 3).
+
+    Args:
+        modality: the stream's modality (used for layer names and the registry).
+        registry: gives every weighted layer; decides sharing.
+        num_classes: output classes (5: background + 4 organs).
+        filters: channels of the stem and of each residual scale.
+        strides: stride of the stem and of each residual scale (int or 3-tuple each).
+        num_res_units: residual units per scale (the first one strided).
+        kernel_size: kernel size of the stem and of the residual units' convolutions.
+        strided_kernel: ``"paper"`` (strided conv kernel 2 x stride) or ``"code"`` (= stride).
+        upscore_kernel: reduction conv of the upscore units, ``"paper"`` (1^3) or ``"code"`` (3^3).
+        upsample_border: ``"replicate"`` (paper) or ``"zero"`` (code).
+        leaky_relu_alpha: leaky ReLU slope (0.01).
+        batch_norm_momentum: batch-norm momentum (0.99).
+        batch_norm_epsilon: batch-norm epsilon (1e-3).
+        input_shape: spatial input size ``(z, y, x)``; ``None`` entries for any size.
+
+    Returns:
+        A functional ``keras.Model`` named ``stream_{modality}`` mapping ``(b, z, y, x, 1)`` images
+        to ``{"logits", "probabilities", "prediction"}``.
+    """
+    strides = normalise_strides(strides)
+    if len(filters) != len(strides) or len(filters) < 2:
+        raise ConfigurationError(
+            f"filters ({len(filters)} entries) and strides ({len(strides)} entries) must have "
+            "the same length of at least 2"
+        )
+    if num_res_units < 1:
+        raise ConfigurationError(f"num_res_units must be >= 1, got {num_res_units}")
+    reduce_kernel = upscore_kernel_size(upscore_kernel)
+    kernel_size = as_triple(kernel_size, "kernel_size")
+    common = {
+        "batch_norm_momentum": batch_norm_momentum,
+        "batch_norm_epsilon": batch_norm_epsilon,
+    }
+
+    image = keras.Input(shape=(*input_shape, 1), name=f"image_{modality}")
+    x = registry.provider("stem", modality)(
+        "stem_conv", conv_factory(filters[0], kernel_size, strides[0]), CONV
+    )(image)
+    scales = [x]
+    for scale in range(1, len(filters)):
+        block = f"enc{scale}"
+        layers = registry.provider(block, modality)
+        for unit in range(num_res_units):
+            x = residual_unit(
+                x,
+                filters[scale],
+                strides=strides[scale] if unit == 0 else 1,
+                kernel_size=kernel_size,
+                strided_kernel=strided_kernel,
+                leaky_relu_alpha=leaky_relu_alpha,
+                layers=layers,
+                name=f"{block}_unit{unit}",
+                **common,
+            )
+        scales.append(x)
+    for scale in range(len(filters) - 2, -1, -1):
+        block = f"dec{scale}"
+        x = upscore_unit(
+            x,
+            scales[scale],
+            num_classes,
+            strides=strides[scale + 1],
+            kernel_size=reduce_kernel,
+            border=upsample_border,
+            layers=registry.provider(block, modality),
+            name=block,
+            **common,
+        )
+    logits = registry.provider("head", modality)(
+        "head_conv", conv_factory(num_classes, (1, 1, 1)), CONV
+    )(x)
+    probabilities = keras.layers.Softmax(axis=-1, name="probabilities", dtype="float32")(logits)
+    prediction = ClassPrediction(name="prediction")(logits)
+    return keras.Model(
+        image,
+        {"logits": logits, "probabilities": probabilities, "prediction": prediction},
+        name=f"stream_{modality}",
+    )

@@ -1,0 +1,428 @@
+"""The complete configuration of a training run, saved as ``<model_dir>/config.json``.
+
+:class:`TrainConfig` holds everything a run depends on - data (manifest, modalities, fold split,
+preprocessing), network, input pipeline, optimiser, loss, schedule and seeds - so that prediction
+and export need nothing but the model folder. Defaults follow Valindria et al. (WACV 2018; spec
+sections 1-6): 2 mm preprocessing, 2-fold cross-validation, batches of 16 class-balanced 64^3
+patches with noise and offset augmentation, Adam (beta1 0.9, beta2 0.999, epsilon 1e-5) with the
+scheme's learning rate, soft Dice loss, 10k steps, 50 % window overlap for validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dltk_mm.core.losses import get_loss
+from dltk_mm.errors import ConfigurationError
+from dltk_mm.io.augmentation import AugmentationConfig
+from dltk_mm.io.pipeline import PipelineConfig
+from dltk_mm.io.preprocessing import PreprocessingConfig
+from dltk_mm.networks.multistream import MultiStreamModel, build_multistream
+from dltk_mm.networks.schemes import default_learning_rate, get_scheme
+
+#: Values accepted for :attr:`TrainConfig.strategy` (a later issue adds distribution strategies).
+SUPPORTED_STRATEGIES = ("default",)
+
+#: Fields that may differ between a run and its resumption: they change the schedule, logging or
+#: speed, not the model, the data or the optimisation. Every other difference is refused.
+RESUMABLE_FIELDS = frozenset(
+    {
+        "steps",
+        "validation_interval",
+        "validation_batch_size",
+        "checkpoint_interval",
+        "keep_checkpoints",
+        "log_interval",
+        "jit_compile",
+        "cache_dir",
+        "checkpoint_input_pipeline",
+    }
+)
+
+
+def _tuples(value: Any) -> Any:
+    """Lists (from JSON) -> tuples, recursively."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def _lists(value: Any) -> Any:
+    """Tuples -> lists, recursively (JSON form)."""
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _lists(v) for k, v in value.items()}
+    return value
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown option(s) {unknown}; known options are {sorted(names)}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Arguments of :func:`dltk_mm.networks.build_multistream` besides scheme and modalities.
+
+    Attributes:
+        num_classes: classes including background (5: background, liver, spleen, right and left
+            kidney).
+        filters: stem and residual-scale channels at width 1 (paper: 16, 64, 128, 256, 512).
+        strides: stem and residual-scale strides (paper: 1, 2, 2, 2, 1); an entry may be a
+            (z, y, x) triple.
+        num_res_units: residual units per scale (3).
+        kernel_size: kernel of the stem and residual-unit convolutions (3).
+        strided_kernel: ``"paper"`` (kernel twice the stride) or ``"code"`` (kernel = stride).
+        upscore_kernel: ``"paper"`` (1^3 reduction conv) or ``"code"`` (3^3).
+        upsample_border: ``"replicate"`` (linear interpolation) or ``"zero"`` (the code's
+            transposed convolution).
+        width: multiplies ``filters`` for smaller networks (1.0 = paper).
+        leaky_relu_alpha: leaky ReLU slope (0.01, the code's value).
+        batch_norm_momentum: batch-norm momentum (0.99).
+        batch_norm_epsilon: batch-norm epsilon (1e-3).
+    """
+
+    num_classes: int = 5
+    filters: tuple[int, ...] = (16, 64, 128, 256, 512)
+    strides: tuple[Any, ...] = (1, 2, 2, 2, 1)
+    num_res_units: int = 3
+    kernel_size: int | tuple[int, int, int] = 3
+    strided_kernel: str = "paper"
+    upscore_kernel: str = "paper"
+    upsample_border: str = "replicate"
+    width: float = 1.0
+    leaky_relu_alpha: float = 0.01
+    batch_norm_momentum: float = 0.99
+    batch_norm_epsilon: float = 1e-3
+
+    def __post_init__(self) -> None:
+        for name in ("filters", "strides", "kernel_size"):
+            object.__setattr__(self, name, _tuples(getattr(self, name)))
+        if len(self.filters) != len(self.strides):
+            raise ConfigurationError(
+                f"network filters {self.filters} and strides {self.strides} must have the same "
+                "length"
+            )
+        if self.num_res_units < 1:
+            raise ConfigurationError(f"num_res_units must be >= 1, got {self.num_res_units}")
+        if not self.width > 0:
+            raise ConfigurationError(f"network width must be > 0, got {self.width}")
+
+    def size_factor(self) -> tuple[int, int, int]:
+        """Product of the strides per axis (z, y, x): input sizes must be multiples of it."""
+        triples = [s if isinstance(s, tuple) else (s, s, s) for s in self.strides]
+        return tuple(math.prod(int(t[a]) for t in triples) for a in range(3))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict."""
+        return _lists(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NetworkConfig:
+        """The inverse of :meth:`to_dict` (unknown keys are an error)."""
+        _check_keys(cls, data, "network config")
+        return cls(**{k: _tuples(v) for k, v in data.items()})
+
+
+def pipeline_to_dict(config: PipelineConfig) -> dict[str, Any]:
+    """JSON-serialisable dict of a :class:`~dltk_mm.io.pipeline.PipelineConfig`."""
+    return _lists(dataclasses.asdict(config))
+
+
+def pipeline_from_dict(data: Mapping[str, Any]) -> PipelineConfig:
+    """The inverse of :func:`pipeline_to_dict` (unknown keys are an error)."""
+    _check_keys(PipelineConfig, data, "pipeline config")
+    values = {k: _tuples(v) for k, v in data.items() if k != "augmentation"}
+    augmentation = data.get("augmentation")
+    if augmentation is not None:
+        if isinstance(augmentation, AugmentationConfig):
+            values["augmentation"] = augmentation
+        else:
+            _check_keys(AugmentationConfig, augmentation, "augmentation config")
+            values["augmentation"] = AugmentationConfig(
+                **{k: _tuples(v) for k, v in augmentation.items()}
+            )
+    return PipelineConfig(**values)
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (saved as ``<model_dir>/config.json``).
+
+    Attributes:
+        manifest: manifest CSV of the training data (absolute path recommended; see
+            :func:`dltk_mm.io.manifest.load_manifest`).
+        scheme: training scheme (individual, joint, v1-v4, msbn; spec section 4).
+        modalities: ordered modality names; a batch's modality index is a position here. One
+            modality gives a single-modality model.
+        order: cycle of batch modalities (default: ``modalities``, i.e. MR, CT, MR, ... as the
+            authors' code).
+        fold: held-out fold for validation; -1 trains on every subject without validation.
+        num_folds: folds of the per-modality split when the manifest has no ``fold`` column
+            (paper: 2-fold cross-validation).
+        split_seed: seed of that split; independent of ``seed`` so that repetitions with other
+            seeds keep the same (fixed) split, as in the paper.
+        network: network options, see :class:`NetworkConfig`.
+        preprocessing: preprocessing options (spacing, crop, normalisation, label preset).
+        cache_dir: preprocessing cache folder; None = ``<manifest folder>/.dltk_mm_cache`` if
+            writable, else ``<model_dir>/cache``.
+        pipeline: patch size, batch size, sampling and augmentation; its ``seed`` must stay None
+            (the pipeline seed is derived from :attr:`seed`).
+        learning_rate: Adam learning rate; None = the scheme's paper value (1e-3 individual and
+            joint, 1e-4 dual-stream).
+        adam_beta_1: Adam beta1 (0.9).
+        adam_beta_2: Adam beta2 (0.999).
+        adam_epsilon: Adam epsilon (1e-5, the authors' value).
+        loss: ``"dice"`` (paper), ``"cross_entropy"`` or ``"dice_cross_entropy"``.
+        steps: optimiser steps in total (paper: 10000).
+        seed: seed of the weight initialisation and the input pipeline.
+        validation_interval: validate (sliding-window Dice on the held-out fold) every this many
+            steps and at the end.
+        validation_overlap: window overlap of the validation inference (0.5, as the code).
+        validation_batch_size: windows per forward pass; None = the training batch size.
+        checkpoint_interval: save a checkpoint every this many steps (and at the end, and on
+            SIGINT/SIGTERM).
+        keep_checkpoints: how many recent checkpoints to keep.
+        log_interval: write the mean training losses (history.csv, TensorBoard) every this many
+            steps.
+        checkpoint_input_pipeline: save the input pipeline's position with each checkpoint so that
+            a resumed run sees exactly the batches an uninterrupted one would (the checkpoint then
+            holds the pipeline's buffers); False reseeds the pipeline on resume instead.
+        jit_compile: XLA-compile the training step and the validation forward pass.
+        deterministic: enable TensorFlow op determinism (with the seeds, runs are repeatable).
+        strategy: distribution strategy; only ``"default"`` for now.
+        mixed_precision: mixed-precision training; not supported yet (must be False).
+    """
+
+    manifest: str
+    scheme: str
+    modalities: tuple[str, ...] = ("mr", "ct")
+    order: tuple[str, ...] | None = None
+    fold: int = 0
+    num_folds: int = 2
+    split_seed: int = 0
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+    preprocessing: PreprocessingConfig = dataclasses.field(default_factory=PreprocessingConfig)
+    cache_dir: str | None = None
+    pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+    learning_rate: float | None = None
+    adam_beta_1: float = 0.9
+    adam_beta_2: float = 0.999
+    adam_epsilon: float = 1e-5
+    loss: str = "dice"
+    steps: int = 10000
+    seed: int = 0
+    validation_interval: int = 500
+    validation_overlap: float = 0.5
+    validation_batch_size: int | None = None
+    checkpoint_interval: int = 500
+    keep_checkpoints: int = 3
+    log_interval: int = 50
+    checkpoint_input_pipeline: bool = True
+    jit_compile: bool = False
+    deterministic: bool = False
+    strategy: str = "default"
+    mixed_precision: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "manifest", os.fspath(self.manifest))
+        object.__setattr__(self, "scheme", get_scheme(self.scheme).name)
+        if isinstance(self.modalities, str):
+            raise ConfigurationError(
+                f"modalities must be a sequence such as ('mr', 'ct'), got {self.modalities!r}"
+            )
+        modalities = tuple(str(m).strip().lower() for m in self.modalities)
+        if not modalities or len(set(modalities)) != len(modalities):
+            raise ConfigurationError(f"modalities must be distinct and non-empty, got {modalities}")
+        object.__setattr__(self, "modalities", modalities)
+        if self.order is not None:
+            order = tuple(str(m).strip().lower() for m in self.order)
+            unknown = [m for m in order if m not in modalities]
+            if not order or unknown:
+                raise ConfigurationError(
+                    f"order {order} must be a non-empty cycle of the modalities {modalities}"
+                )
+            object.__setattr__(self, "order", order)
+        if self.cache_dir is not None:
+            object.__setattr__(self, "cache_dir", os.fspath(self.cache_dir))
+        if self.num_folds < 2:
+            raise ConfigurationError(f"num_folds must be >= 2, got {self.num_folds}")
+        if self.fold < -1:
+            raise ConfigurationError(
+                f"fold must be -1 (train on everything) or a fold number >= 0, got {self.fold}"
+            )
+        for name, kind in (("network", NetworkConfig), ("preprocessing", PreprocessingConfig),
+                           ("pipeline", PipelineConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigurationError(f"{name} must be a {kind.__name__}")
+        if self.pipeline.seed is not None:
+            raise ConfigurationError(
+                "leave pipeline.seed unset: the input pipeline's seed is derived from "
+                "TrainConfig.seed"
+            )
+        if self.pipeline.num_classes != self.network.num_classes:
+            raise ConfigurationError(
+                f"pipeline.num_classes ({self.pipeline.num_classes}) must equal "
+                f"network.num_classes ({self.network.num_classes})"
+            )
+        factor = self.network.size_factor()
+        if any(p % f for p, f in zip(self.pipeline.patch_size, factor, strict=True)):
+            raise ConfigurationError(
+                f"patch size {self.pipeline.patch_size} must be divisible by the product of the "
+                f"network's strides {factor} along each axis, e.g. 64 or 32"
+            )
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ConfigurationError(f"learning_rate must be > 0, got {self.learning_rate}")
+        get_loss(self.loss)
+        if self.steps < 1:
+            raise ConfigurationError(f"steps must be >= 1, got {self.steps}")
+        for name in ("validation_interval", "checkpoint_interval", "keep_checkpoints",
+                     "log_interval"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.validation_batch_size is not None and self.validation_batch_size < 1:
+            raise ConfigurationError(
+                f"validation_batch_size must be >= 1, got {self.validation_batch_size}"
+            )
+        if not 0.0 <= self.validation_overlap < 1.0:
+            raise ConfigurationError(
+                f"validation_overlap must be in [0, 1), got {self.validation_overlap}"
+            )
+        if self.strategy not in SUPPORTED_STRATEGIES:
+            raise ConfigurationError(
+                f"strategy {self.strategy!r} is not supported yet; use one of "
+                f"{list(SUPPORTED_STRATEGIES)}"
+            )
+        if self.mixed_precision:
+            raise ConfigurationError(
+                "mixed_precision is not supported yet; train in float32 (mixed_precision=False)"
+            )
+
+    # ---------------------------------------------------------------------------------------
+    @property
+    def effective_learning_rate(self) -> float:
+        """The learning rate used: :attr:`learning_rate` or the scheme's paper default."""
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        return default_learning_rate(self.scheme)
+
+    @property
+    def effective_order(self) -> tuple[str, ...]:
+        """The batch modality cycle used: :attr:`order` or :attr:`modalities`."""
+        return self.order if self.order is not None else self.modalities
+
+    @property
+    def effective_validation_batch_size(self) -> int:
+        """Windows per validation forward pass."""
+        return self.validation_batch_size or self.pipeline.batch_size
+
+    @property
+    def validates(self) -> bool:
+        """Whether this run holds out a fold for validation (``fold >= 0``)."""
+        return self.fold >= 0
+
+    def build_model(self) -> MultiStreamModel:
+        """A freshly initialised network of this configuration (not compiled)."""
+        network = self.network.to_dict()
+        return build_multistream(self.scheme, modalities=self.modalities, **_tuples(network))
+
+    # ---------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable nested dict."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["network"] = self.network.to_dict()
+        data["preprocessing"] = self.preprocessing.to_dict()
+        data["pipeline"] = pipeline_to_dict(self.pipeline)
+        return _lists(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict` (unknown keys are an error)."""
+        _check_keys(cls, data, "training config")
+        values = {k: _tuples(v) for k, v in data.items()
+                  if k not in ("network", "preprocessing", "pipeline")}
+        if "network" in data:
+            values["network"] = NetworkConfig.from_dict(data["network"])
+        if "preprocessing" in data:
+            values["preprocessing"] = PreprocessingConfig.from_dict(dict(data["preprocessing"]))
+        if "pipeline" in data:
+            values["pipeline"] = pipeline_from_dict(data["pipeline"])
+        return cls(**values)
+
+    def to_json(self) -> str:
+        """Indented JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        """The inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Writes :meth:`to_json` to ``path`` atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(self.to_json() + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TrainConfig:
+        """Reads a config written by :meth:`save`.
+
+        Raises:
+            ConfigurationError: when the file is missing, unreadable or holds unknown options.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigurationError(
+                f"{path}: cannot read the training configuration ({error}); is this a model "
+                "folder written by dltk-mm-train?"
+            ) from error
+        try:
+            return cls.from_json(text)
+        except (ValueError, TypeError) as error:
+            raise ConfigurationError(f"{path}: invalid training configuration: {error}") from error
+
+    def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """Options that differ: ``{"pipeline.batch_size": (self_value, other_value), ...}``."""
+        mine = _flatten(self.to_dict())
+        theirs = _flatten(other.to_dict())
+        return {
+            key: (mine.get(key), theirs.get(key))
+            for key in sorted(set(mine) | set(theirs))
+            if mine.get(key) != theirs.get(key)
+        }
+
+    def incompatible_differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """:meth:`differences` that forbid resuming one run with the other configuration."""
+        return {
+            key: value
+            for key, value in self.differences(other).items()
+            if key not in RESUMABLE_FIELDS
+        }

@@ -1,0 +1,125 @@
+"""The dltk-mm-evaluate command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from dltk_mm.cli.evaluate import evaluate_command
+from dltk_mm.errors import ConfigurationError
+from tests.conftest import REPO_ROOT
+
+
+def _write(array: np.ndarray, path: Path, spacing=(1.0, 1.0, 2.0)) -> None:
+    image = sitk.GetImageFromArray(array.astype(np.uint8))
+    image.SetSpacing(spacing)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+def _evaluate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dltk_mm.cli.evaluate", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture()
+def folders(tmp_path: Path) -> dict[str, Path]:
+    label = np.zeros((8, 10, 10), np.uint8)
+    label[1:4, 1:5, 1:5] = 1
+    label[5, 1:5, 1:5] = 2
+    label[1:3, 6:9, 1:4] = 3
+    label[1:3, 6:9, 6:9] = 4
+    shifted = label.copy()
+    shifted[shifted == 2] = 0
+    shifted[7, 1:5, 1:5] = 2  # two slices of 2 mm away: HD95 = ASSD = 4 mm
+    _write(label, tmp_path / "labels" / "s01.nii.gz")
+    _write(label, tmp_path / "labels" / "s02.nii.gz")
+    _write(label, tmp_path / "predictions" / "s01.nii.gz")
+    _write(shifted, tmp_path / "predictions" / "s02.nii.gz")
+    return {"labels": tmp_path / "labels", "predictions": tmp_path / "predictions",
+            "root": tmp_path}
+
+
+def test_folders_mode_writes_csv_and_prints_summary(folders) -> None:
+    output = folders["root"] / "out" / "evaluation.csv"
+    summary_csv = folders["root"] / "out" / "summary.csv"
+    result = _evaluate(
+        f"--predictions={folders['predictions']}", f"--labels={folders['labels']}",
+        "--modality=ct", f"--output_csv={output}", f"--summary_csv={summary_csv}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[1/2] s01 (ct): Dice liver 1.000" in result.stdout
+    assert "[2/2] s02 (ct)" in result.stdout
+    assert "all organs" in result.stdout
+    frame = pd.read_csv(output)
+    assert len(frame) == 8
+    spleen = frame[(frame.subject_id == "s02") & (frame.organ == "spleen")].iloc[0]
+    assert spleen.dice == 0.0
+    assert spleen.hd95_mm == pytest.approx(4.0, rel=1e-5)
+    assert spleen.assd_mm == pytest.approx(4.0, rel=1e-5)
+    summary = pd.read_csv(summary_csv)
+    liver = summary[summary.organ == "liver"].iloc[0]
+    assert liver.dice_mean == 1.0 and liver.n == 2
+
+
+def test_existing_output_is_kept_unless_overwrite(folders) -> None:
+    output = folders["root"] / "evaluation.csv"
+    output.write_text("keep me\n")
+    options = dict(predictions=str(folders["predictions"]), labels=str(folders["labels"]),
+                   manifest=None, modality="ct", output_csv=str(output))
+    with pytest.raises(ConfigurationError, match="already exists.*--overwrite"):
+        evaluate_command(**options)
+    assert output.read_text() == "keep me\n"
+    results = evaluate_command(**options, overwrite=True)
+    pd.testing.assert_frame_equal(pd.read_csv(output), results, check_dtype=False)
+
+
+def test_manifest_mode_and_missing_prediction_error(folders) -> None:
+    manifest = folders["root"] / "manifest.csv"
+    pd.DataFrame(
+        {
+            "subject_id": ["s01", "s02", "s03"],
+            "modality": ["mr", "mr", "mr"],
+            "image": ["img/s01.nii.gz", "img/s02.nii.gz", "img/s03.nii.gz"],
+            "label": ["labels/s01.nii.gz", "labels/s02.nii.gz", "labels/s02.nii.gz"],
+        }
+    ).to_csv(manifest, index=False)
+    result = _evaluate(f"--manifest={manifest}", f"--predictions={folders['predictions']}")
+    assert result.returncode == 1
+    assert "subject s03" in result.stderr and "s03.nii.gz" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    _write(np.zeros((8, 10, 10)), folders["predictions"] / "s03.nii.gz")
+    results = evaluate_command(predictions=str(folders["predictions"]), labels=None,
+                               manifest=str(manifest), modality="MR", output_csv=None)
+    assert list(dict.fromkeys(results["subject_id"])) == ["s01", "s02", "s03"]
+    assert set(results["modality"]) == {"mr"}
+    assert (results[results.subject_id == "s03"]["dice"] == 0.0).all()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(labels="l", manifest=None, modality="ct"), "--predictions"),
+        (dict(predictions="p", labels="l", manifest=None), "--modality"),
+        (dict(predictions="p", labels="l", manifest="m.csv", modality="ct"), "not both"),
+        (dict(predictions="p", labels=None, manifest=None), "--manifest"),
+    ],
+)
+def test_bad_options_are_configuration_errors(options, message) -> None:
+    arguments = dict(predictions=None, labels=None, manifest=None, modality=None,
+                     output_csv=None)
+    arguments.update(options)
+    with pytest.raises(ConfigurationError, match=message):
+        evaluate_command(**arguments)

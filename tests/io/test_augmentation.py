@@ -1,0 +1,154 @@
+"""Tests of dltk_mm.io.augmentation: noise, intensity offset, flips with left/right label swap."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from dltk_mm.errors import ConfigurationError  # noqa: E402
+from dltk_mm.io import augmentation as aug  # noqa: E402
+
+
+def _lr_label(shape=(6, 8, 10)) -> np.ndarray:
+    """Right kidney (3) on the low-x half, left kidney (4) on the high-x half (LPS: +x = left)."""
+    label = np.zeros(shape, np.uint8)
+    label[1:3, 2:5, 1:4] = 3
+    label[1:3, 2:5, 6:9] = 4
+    label[4:, :, :] = 1
+    label[0, 0, :] = 2
+    return label
+
+
+def test_gaussian_noise_statistics_and_seeding():
+    image = tf.zeros((40, 40, 40))
+    noisy = aug.add_gaussian_noise(image, 0.1, (1, 2)).numpy()
+    assert abs(noisy.mean()) < 0.002
+    assert abs(noisy.std() - 0.1) < 0.002
+    # Per voxel: neighbours are uncorrelated.
+    assert abs(np.corrcoef(noisy[:, :, 1:].ravel(), noisy[:, :, :-1].ravel())[0, 1]) < 0.02
+    np.testing.assert_array_equal(noisy, aug.add_gaussian_noise(image, 0.1, (1, 2)).numpy())
+    assert not np.array_equal(noisy, aug.add_gaussian_noise(image, 0.1, (1, 3)).numpy())
+    np.testing.assert_array_equal(aug.add_gaussian_noise(image, 0.0, (1, 2)).numpy(), 0.0)
+
+
+def test_intensity_offset_is_one_value_with_sigma():
+    image = tf.random.stateless_normal((3, 8, 8, 8), (0, 0))
+    shifted = aug.add_intensity_offset(image, 0.1, (4, 4)).numpy()
+    difference = shifted - image.numpy()
+    np.testing.assert_allclose(difference, difference.flat[0], atol=1e-6)
+    offsets = np.array([aug.sample_intensity_offset(0.1, (seed, 0)).numpy()
+                        for seed in range(400)])
+    assert abs(offsets.std() - 0.1) < 0.015
+    assert abs(offsets.mean()) < 0.015
+    np.testing.assert_array_equal(aug.add_intensity_offset(image, 0.0, (4, 4)), image)
+
+
+def test_augment_read_shares_the_offset_between_patches():
+    images = tf.zeros((5, 16, 16, 16))
+    labels = tf.zeros((5, 16, 16, 16), tf.uint8)
+    config = aug.AugmentationConfig(noise_sigma=0.0, offset_sigma=0.1)
+    out, _ = aug.augment_read(images, labels, config, (7, 7))
+    out = out.numpy()
+    assert out.flat[0] != 0
+    np.testing.assert_array_equal(out, out.flat[0])
+    # With noise: the per-patch means still agree (one offset), the voxels differ.
+    noisy, _ = aug.augment_read(images, labels, aug.AugmentationConfig(), (7, 7))
+    means = noisy.numpy().reshape(5, -1).mean(1)
+    np.testing.assert_allclose(means, out.flat[0], atol=0.01)
+    assert noisy.numpy().std() > 0.09
+
+
+def test_left_right_flip_swaps_kidneys_and_reverses_x():
+    label = _lr_label()
+    image = np.arange(label.size, dtype=np.float32).reshape(label.shape)
+    flipped_image, flipped_label = aug.flip(image, label, 2)
+    flipped_label = flipped_label.numpy()
+    np.testing.assert_array_equal(flipped_image.numpy(), image[:, :, ::-1])
+    expected = label[:, :, ::-1].copy()
+    expected[label[:, :, ::-1] == 3] = 4
+    expected[label[:, :, ::-1] == 4] = 3
+    np.testing.assert_array_equal(flipped_label, expected)
+    # The right kidney stays on the low-x (patient right) side: anatomy stays consistent.
+    assert np.all(np.nonzero(flipped_label == 3)[2] < 5)
+    assert np.all(np.nonzero(flipped_label == 4)[2] >= 5)
+    # Flipping twice restores the input.
+    back_image, back_label = aug.flip(flipped_image, flipped_label, 2)
+    np.testing.assert_array_equal(back_label.numpy(), label)
+    np.testing.assert_array_equal(back_image.numpy(), image)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_other_flips_do_not_swap_labels(axis):
+    label = _lr_label()
+    image = np.zeros(label.shape, np.float32)
+    _, flipped = aug.flip(image, label, axis)
+    np.testing.assert_array_equal(flipped.numpy(), np.flip(label, axis))
+
+
+def test_flip_acts_on_the_last_three_axes_of_a_stack():
+    label = np.stack([_lr_label(), _lr_label()])
+    _, flipped = aug.flip(np.zeros(label.shape, np.float32), label, 2)
+    assert np.all(np.nonzero(flipped.numpy() == 3)[3] < 5)
+    _, flipped = aug.flip(np.zeros(label.shape, np.float32), label, 0)
+    np.testing.assert_array_equal(flipped.numpy(), label[:, ::-1])
+
+
+def test_random_flip_keeps_anatomy_and_flips_about_half_the_time():
+    label = _lr_label()
+    image = np.broadcast_to(np.arange(label.shape[2], dtype=np.float32), label.shape)
+    flip = tf.function(lambda seed: aug.random_flip(image, label, (0, 1, 2), seed))
+    lr_flips = 0
+    trials = 200
+    for seed in range(trials):
+        out_image, out_label = flip(tf.constant([seed, 3], tf.int64))
+        out_label = out_label.numpy()
+        assert np.all(np.nonzero(out_label == 3)[2] < 5)
+        assert np.all(np.nonzero(out_label == 4)[2] >= 5)
+        lr_flips += out_image.numpy()[0, 0, 0] == label.shape[2] - 1
+    assert 0.4 < lr_flips / trials < 0.6
+
+
+def test_random_flip_without_axes_is_identity():
+    label = _lr_label()
+    image = np.ones(label.shape, np.float32)
+    out_image, out_label = aug.random_flip(image, label, (), (0, 0))
+    np.testing.assert_array_equal(out_label.numpy(), label)
+    np.testing.assert_array_equal(out_image.numpy(), image)
+
+
+def test_swap_labels_touches_only_the_pair():
+    label = np.arange(6, dtype=np.int32)
+    np.testing.assert_array_equal(aug.swap_labels(label).numpy(), [0, 1, 2, 4, 3, 5])
+
+
+def test_config_defaults_and_validation():
+    config = aug.AugmentationConfig()
+    assert (config.noise_sigma, config.offset_sigma, config.flip_axes) == (0.1, 0.1, ())
+    assert config.swap_lr_labels == (3, 4)
+    with pytest.raises(ConfigurationError):
+        aug.AugmentationConfig(flip_axes=(3,))
+    with pytest.raises(ConfigurationError):
+        aug.AugmentationConfig(flip_axes=(2, 2))
+    with pytest.raises(ConfigurationError):
+        aug.AugmentationConfig(noise_sigma=-1)
+    with pytest.raises(ConfigurationError):
+        aug.AugmentationConfig(flip_axes=(2,), swap_lr_labels=None)
+    with pytest.raises(ConfigurationError):
+        aug.flip(np.zeros((2, 2, 2)), np.zeros((2, 2, 2), np.uint8), 2, swap_lr_labels=(3, 3))
+
+
+def test_augment_read_flips_each_patch_with_label_swap():
+    labels = np.stack([_lr_label()] * 16)
+    images = np.broadcast_to(np.arange(labels.shape[3], dtype=np.float32), labels.shape)
+    config = aug.AugmentationConfig(noise_sigma=0.0, offset_sigma=0.0, flip_axes=(2,))
+    out_images, out_labels = aug.augment_read(images, labels, config, (2, 5))
+    out_images, out_labels = out_images.numpy(), out_labels.numpy()
+    flipped = out_images[:, 0, 0, 0] == labels.shape[3] - 1
+    assert 0 < flipped.sum() < 16  # patches decide independently
+    assert np.all(np.nonzero(out_labels == 3)[3] < 5)
+    np.testing.assert_array_equal(out_labels[~flipped], labels[~flipped])

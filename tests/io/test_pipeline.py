@@ -1,0 +1,182 @@
+"""Tests of dltk_mm.io.pipeline: batch contract, strict modality alternation, seeding, mixing."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from dltk_mm.errors import ConfigurationError, InputDataError  # noqa: E402
+from dltk_mm.io.augmentation import AugmentationConfig  # noqa: E402
+from dltk_mm.io.pipeline import (  # noqa: E402
+    PipelineConfig,
+    interleaved_dataset,
+    modality_dataset,
+)
+
+PATCH = (16, 16, 16)
+NO_AUGMENTATION = AugmentationConfig(noise_sigma=0.0, offset_sigma=0.0)
+
+
+def _volume(shape, seed: int, base: float = 0.0):
+    rng = np.random.default_rng(seed)
+    label = np.zeros(shape, np.uint8)
+    z, y, x = (s // 2 for s in shape)
+    label[z - 2:z + 2, 2:6, 2:6] = 1
+    label[z, y, -3] = 2
+    label[1:3, -4:-2, 1:3] = 3
+    label[1:3, -4:-2, -3:-1] = 4
+    image = (base + rng.normal(0, 1, shape)).astype(np.float32)
+    return image, label
+
+
+def _volumes(count: int, base: float = 0.0):
+    shapes = [(20, 24, 28), (18, 30, 22), (12, 20, 20)]  # the last is thinner than a patch
+    return [_volume(shapes[i % 3], i, base) for i in range(count)]
+
+
+def _config(**kwargs) -> PipelineConfig:
+    defaults = {"patch_size": PATCH, "batch_size": 4, "seed": 3, "shuffle_buffer": 32}
+    defaults.update(kwargs)
+    return PipelineConfig(**defaults)
+
+
+def _take(dataset: tf.data.Dataset, count: int):
+    return [tuple(t.numpy() for t in element) for element in dataset.take(count)]
+
+
+def test_batch_contract():
+    dataset = modality_dataset(_volumes(3), 1, _config())
+    image_spec, label_spec, modality_spec = dataset.element_spec
+    assert image_spec.shape == (4,) + PATCH + (1,) and image_spec.dtype == tf.float32
+    assert label_spec.shape == (4,) + PATCH and label_spec.dtype == tf.int32
+    assert modality_spec.shape == (4,) and modality_spec.dtype == tf.int32
+    for image, label, modality in _take(dataset, 3):
+        assert image.shape == (4,) + PATCH + (1,) and image.dtype == np.float32
+        assert label.dtype == np.int32 and label.min() >= 0 and label.max() <= 4
+        np.testing.assert_array_equal(modality, [1, 1, 1, 1])
+
+
+def test_default_order_alternates_mr_then_ct():
+    volumes = {"mr": _volumes(2), "ct": _volumes(3, base=100.0)}
+    batches = _take(interleaved_dataset(volumes, ("mr", "ct"), config=_config()), 6)
+    assert [int(m[0]) for _, _, m in batches] == [0, 1, 0, 1, 0, 1]
+    for image, _, modality in batches:
+        assert np.all(modality == modality[0])
+        # CT volumes are centred at 100: each batch holds one modality only.
+        assert np.all(image > 50) == (modality[0] == 1)
+        assert np.all(image < 50) == (modality[0] == 0)
+
+
+def test_custom_order_and_three_modalities():
+    volumes = {"mr": _volumes(1), "ct": _volumes(1), "mr_t1": _volumes(1)}
+    modalities = ("mr", "ct", "mr_t1")
+    config = _config(sampling="uniform", patches_per_volume=4)
+    batches = _take(interleaved_dataset(volumes, modalities, config=config), 6)
+    assert [int(m[0]) for _, _, m in batches] == [0, 1, 2, 0, 1, 2]
+    batches = _take(interleaved_dataset(volumes, modalities, ("ct", "mr", "mr"), config), 6)
+    assert [int(m[0]) for _, _, m in batches] == [1, 0, 0, 1, 0, 0]
+
+
+def test_single_modality():
+    dataset = interleaved_dataset({"ct": _volumes(2), "mr": _volumes(1)}, ("ct",),
+                                  config=_config())
+    assert [int(m[0]) for _, _, m in _take(dataset, 3)] == [0, 0, 0]
+
+
+def test_same_seed_same_batches_other_seed_differs():
+    volumes = {"mr": _volumes(2), "ct": _volumes(3)}
+    config = _config(augmentation=AugmentationConfig(flip_axes=(0, 2)))
+    first = _take(interleaved_dataset(volumes, ("mr", "ct"), config=config), 4)
+    again = _take(interleaved_dataset(volumes, ("mr", "ct"), config=config), 4)
+    for a, b in zip(first, again, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    other_seed = dataclasses.replace(config, seed=4)
+    other = _take(modality_dataset(volumes["mr"], 0, other_seed), 1)
+    assert not np.array_equal(first[0][0], other[0][0])
+    assert not np.array_equal(first[0][1], other[0][1])
+
+
+def test_offset_shared_per_read_and_batches_mix_volumes():
+    # Constant volumes (value 10 * i) and no noise: each patch is one constant, 10 * i plus the
+    # offset of its read, so patches with equal values come from one read.
+    volumes = []
+    for i in range(3):
+        _, label = _volume((20, 24, 28), i)
+        volumes.append((np.full(label.shape, 10.0 * i, np.float32), label))
+    config = _config(augmentation=AugmentationConfig(noise_sigma=0.0, offset_sigma=0.1))
+    batches = _take(modality_dataset(volumes, 0, config), 20)
+    values = []
+    mixed = 0
+    for image, _, _ in batches:
+        per_patch = image.reshape(4, -1)
+        assert np.all(per_patch == per_patch[:, :1])
+        values.extend(per_patch[:, 0])
+        mixed += len(np.unique(np.round(per_patch[:, 0] / 10))) > 1
+    values = np.asarray(values)
+    volume_of = np.round(values / 10)
+    offsets = values - 10 * volume_of
+    assert np.all(np.abs(offsets) < 0.5) and np.any(offsets != 0)
+    # 80 patches from reads of 18 patches: few distinct offsets, each shared by many patches.
+    distinct, counts = np.unique(values, return_counts=True)
+    assert len(distinct) <= 8 and counts.max() >= 10
+    assert mixed >= 5  # the shuffle buffer spreads reads over batches
+
+
+def test_balanced_sampling_enriches_foreground_over_uniform():
+    volumes = [_volume((40, 40, 40), i) for i in range(2)]
+    base = {"augmentation": NO_AUGMENTATION, "batch_size": 8, "jitter": (-4, 3)}
+    balanced = _take(modality_dataset(volumes, 0, _config(**base)), 8)
+    uniform = _take(modality_dataset(volumes, 0, _config(sampling="uniform", **base)), 8)
+    balanced_fraction = np.mean([np.mean(label > 0) for _, label, _ in balanced])
+    uniform_fraction = np.mean([np.mean(label > 0) for _, label, _ in uniform])
+    volume_fraction = np.mean([np.mean(label > 0) for _, label in volumes])
+    assert balanced_fraction > 3 * uniform_fraction
+    assert balanced_fraction > 3 * volume_fraction
+    classes = np.unique(np.concatenate([label.ravel() for _, label, _ in balanced]))
+    np.testing.assert_array_equal(classes, [0, 1, 2, 3, 4])
+
+
+def test_pipeline_lr_flip_keeps_right_kidney_on_the_right():
+    # x is exactly one patch wide, so every patch spans the whole left-right extent; image = x.
+    shape = (20, 20, 16)
+    label = np.zeros(shape, np.uint8)
+    label[4:8, 4:8, 1:4] = 3
+    label[4:8, 4:8, 12:15] = 4
+    label[12:16, 10:14, 5:10] = 1
+    image = np.broadcast_to(np.arange(16, dtype=np.float32), shape).copy()
+    aug = AugmentationConfig(noise_sigma=0.0, offset_sigma=0.0, flip_axes=(2,))
+    batches = _take(modality_dataset([(image, label)], 0, _config(augmentation=aug)), 10)
+    flipped = 0
+    for images, labels, _ in batches:
+        for patch_image, patch_label in zip(images[..., 0], labels, strict=True):
+            is_flipped = patch_image[0, 0, 0] == 15
+            assert is_flipped or patch_image[0, 0, 0] == 0
+            flipped += is_flipped
+            assert np.all(np.nonzero(patch_label == 3)[2] < 8)
+            assert np.all(np.nonzero(patch_label == 4)[2] >= 8)
+    assert 5 < flipped < 35
+
+
+def test_bad_input_is_reported():
+    image, label = _volume((20, 20, 20), 0)
+    bad_label = label.copy()
+    bad_label[0, 0, 0] = 7
+    with pytest.raises(InputDataError, match="volume 1"):
+        modality_dataset([(image, label), (image, bad_label)], 0, _config())
+    with pytest.raises(InputDataError, match="shape"):
+        modality_dataset([(image, label[:10])], 0, _config())
+    with pytest.raises(InputDataError, match="ct"):
+        interleaved_dataset({"mr": [(image, label)]}, ("mr", "ct"), config=_config())
+    with pytest.raises(ConfigurationError):
+        interleaved_dataset({"mr": [(image, label)]}, ("mr",), ("ct",), _config())
+    with pytest.raises(ConfigurationError):
+        _config(sampling="random")
+    with pytest.raises(ConfigurationError):
+        _config(batch_size=0)
