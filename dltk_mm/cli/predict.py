@@ -40,6 +40,7 @@ from dltk_mm.inference.predict import (
     SavedModelPredictor,
     inputs_from_manifest,
     inputs_from_paths,
+    plan_outputs,
     predict_files,
 )
 
@@ -119,6 +120,9 @@ def main(argv: Sequence[str]) -> int:
     inputs = _inputs()
     patch_size = _patch_size()
     path = _model_path()
+    # Check the outputs before loading the model: a refusal should come at once.
+    plan_outputs(inputs, FLAGS.output_dir, overwrite=FLAGS.overwrite,
+                 save_probabilities=FLAGS.save_probabilities)
     print(f"loading model {path}", flush=True)
     if FLAGS.saved_model:
         if FLAGS.weights != "auto":

@@ -7,7 +7,8 @@ Example (the paper's V4 scheme on fold 0 of a 2-fold split, paper defaults other
 Rerunning the same command resumes from the newest checkpoint (and says so). A different
 configuration in an existing model folder is refused with the differing options named; pass
 ``--restart`` to move the old run to ``<model_dir>/previous_<time>/`` and start over. Options may
-also come from a file: ``--flagfile=run.flags``; ``--helpfull`` lists every flag.
+also come from a file: ``--flagfile=run.flags``; ``--helpfull`` lists every flag. Library logs
+(absl) are shown from warnings up; ``--verbosity=0`` shows the informational ones too.
 
 Exit status: 0 trained (or already complete); 2 bad options or input data (one-line message);
 1 command-line usage error; 130 stopped by SIGINT (Ctrl-C) and 143 stopped by SIGTERM - in both
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
-from absl import app, flags
+from absl import app, flags, logging
 
 from dltk_mm.cli._common import handle_errors
 from dltk_mm.io.augmentation import AugmentationConfig
@@ -315,6 +316,8 @@ class ConsoleReporter(TrainingCallback):
 def main(argv: list[str]) -> int:
     """Trains per the flags; returns the exit status."""
     del argv
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # the console output says what happens
     config = config_from_flags(FLAGS)
     result = train(config, FLAGS.model_dir, callbacks=[ConsoleReporter()], restart=FLAGS.restart)
     if result.interrupted_by is not None:

@@ -25,21 +25,25 @@ probabilities averaged); writing the result in the input's geometry is dltk_mm's
 
 :func:`predict_files` writes ``<output_dir>/<subject_id>.nii.gz`` (uint8 labels, the name
 ``dltk-mm-evaluate`` expects) and, if asked, ``<output_dir>/probabilities/<subject_id>.nii.gz``: a
-4-D float32 NIfTI ``(x, y, z, C)`` of class probabilities on the input's grid (channel c = class c;
-outside the input's field of view of the preprocessed grid, background = 1). It checks every
+4-D float32 NIfTI ``(x, y, z, C)`` of class probabilities on the input's grid (channel c = class
+c; the spatial affine equals the input's). It checks every
 output before predicting anything: it never writes over an input (nor into a DICOM input folder)
 and refuses existing outputs unless ``overwrite=True``.
 
-Memory (host, float32 stitching): besides the TensorFlow runtime and the network's activations for
-one batch of windows, the peak is set by reading and reorienting the input, not by the sliding
-window. For a 512 x 512 x 300 CT (int16, 0.7 x 0.7 x 1.0 mm, i.e. 78.6 M voxels) preprocessing
-holds up to ~4 float32 copies of the source volume (read + cast, HU clip, reorientation: 315 MB
-each, ~1.3 GB); after resampling to 2 mm the grid is ~179 x 179 x 150 (4.8 M voxels), so the
-stitching accumulator with 5 classes plus the weight map is ~115 MB and the restored uint8 label
-map 79 MB. Measured peak resident memory of the whole process (TensorFlow on CPU, a small network,
-batch of 4 windows of 64^3): see ``experiments``-independent figure in the dltk_mm docs,
-``MEMORY_NOTE`` below. ``save_probabilities`` adds the source-grid probability image
-(``C x 4`` bytes per source voxel: 1.6 GB for this CT).
+Memory (host; probabilities are stitched in float32 on the CPU, one batch of windows at a time):
+the peak is set by reading and reorienting the input, not by the sliding window. Measured for a
+512 x 512 x 300 int16 CT at 0.78 x 0.78 x 1.25 mm (78.6 M voxels; 2 mm grid 200 x 200 x 188 =
+7.5 M voxels, 180 windows of 64^3 at 50 % overlap, batch 4), TensorFlow 2.21 on CPU:
+
+* peak resident memory 1.67 GB with a tiny network, of which 0.76 GB is the TensorFlow runtime and
+  model before the volume is read: the volume costs ~0.9 GB (float32 copies of the source during
+  reading, HU clip and reorientation, 315 MB each; the stitching accumulator of 5 classes plus the
+  weight map is 0.18 GB; the restored uint8 label map 79 MB);
+* the paper's full-width network (V4, two streams) with a batch of 4 windows of 64^3
+  reaches 1.30 GB resident on CPU on its own (runtime, weights, activations), so the whole
+  prediction peaks at about 2.2 GB on CPU (on a GPU the activations live in GPU memory);
+* ``save_probabilities`` adds the source-grid probability image, ``C x 4`` bytes per source voxel
+  (1.6 GB for this CT, 5 classes), plus a transient copy while it is written.
 """
 
 from __future__ import annotations

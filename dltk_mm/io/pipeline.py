@@ -310,7 +310,9 @@ def _modality_dataset(
         return image, label
 
     @tf.autograph.experimental.do_not_convert
-    def finish(batch_index: tf.Tensor, batch: tuple[tf.Tensor, tf.Tensor]):
+    def finish(
+        batch_index: tf.Tensor, batch: tuple[tf.Tensor, tf.Tensor]
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         images, labels = batch
         images = add_gaussian_noise(
             images, augmentation.noise_sigma, derive_seed(noise_seed, batch_index)

@@ -443,6 +443,8 @@ class MultiStreamModel(keras.Model):
 
     def predict_step(self, data: Any) -> dict[str, tf.Tensor]:
         """Routed prediction of ``(image, modality_index)`` or ``(image, label, index)`` batches."""
+        if isinstance(data, (tuple, list)) and len(data) == 1:
+            data = data[0]
         if isinstance(data, (tuple, list)) and len(data) == 3:
             data = (data[0], data[2])
-        return self(data, training=False)
+        return self(tuple(data), training=False)

@@ -3,8 +3,9 @@
 Layout inside a model folder:
 
 * ``checkpoints/ckpt-<step>.{index,data-*}`` and ``checkpoints/checkpoint``: the most recent
-  training states (``tf.train.Checkpoint`` of the model, the Adam optimizer with its iteration
-  counter and slot variables, the step counter and, optionally, the tf.data iterator), managed by a
+  training states (``tf.train.Checkpoint`` of every model variable - batch-norm statistics
+  included, see :func:`model_trackable` -, the Adam optimizer with its iteration counter and slot
+  variables, the step counter and, optionally, the tf.data iterator), managed by a
   ``tf.train.CheckpointManager`` that keeps a few.
 * ``best/model.{index,data-*}`` and ``best/best.json``: the weights with the best mean validation
   Dice (over organs and modalities), with their step and scores.
@@ -50,9 +51,26 @@ def checkpoint_step(prefix: str) -> int:
     raise ConfigurationError(f"{prefix}: not a dltk_mm training checkpoint (no step counter)")
 
 
+def model_trackable(model: keras.Model) -> tf.Module:
+    """The object saved as ``model`` in checkpoints: every variable of the network.
+
+    A :class:`~dltk_mm.networks.MultiStreamModel` keeps its streams in a Keras-tracked dict that
+    TensorFlow's object-based checkpoints do not see (only the optimizer would reach the trainable
+    weights, and the batch-norm moving statistics would be lost), so the streams (functional
+    models; shared layers are the same objects and are saved once) are exposed through a
+    ``tf.Module``. Any other Keras model is used as it is.
+    """
+    streams = getattr(model, "streams", None)
+    if not isinstance(streams, Mapping):
+        return model
+    holder = tf.Module(name="model_state")
+    holder.streams = {name: streams[name] for name in sorted(streams)}
+    return holder
+
+
 def _trackables(model: keras.Model, optimizer: keras.optimizers.Optimizer | None,
                 step: tf.Variable | None, iterator: Any | None) -> dict[str, Any]:
-    objects: dict[str, Any] = {"model": model}
+    objects: dict[str, Any] = {"model": model_trackable(model)}
     if optimizer is not None:
         objects["optimizer"] = optimizer
     if step is not None:
@@ -89,7 +107,7 @@ def restore_checkpoint(
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = tf.train.Checkpoint(**_trackables(model, optimizer, step, iterator))
     try:
-        status = checkpoint.restore(prefix)
+        status = checkpoint.read(prefix)
         status.assert_existing_objects_matched()
         status.expect_partial()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
@@ -107,7 +125,7 @@ def restore_weights(prefix: str, model: keras.Model) -> None:
         ConfigurationError: when the checkpoint does not hold every variable of ``model``.
     """
     try:
-        status = tf.train.Checkpoint(model=model).restore(prefix)
+        status = tf.train.Checkpoint(model=model_trackable(model)).read(prefix)
         status.expect_partial()
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
@@ -241,7 +259,7 @@ def save_best(
         if folder.exists():
             shutil.rmtree(folder)
     staging.mkdir(parents=True)
-    tf.train.Checkpoint(model=model).write(str(staging / BEST_PREFIX))
+    tf.train.Checkpoint(model=model_trackable(model)).write(str(staging / BEST_PREFIX))
     info = {
         "step": int(step),
         "score": _finite(score),

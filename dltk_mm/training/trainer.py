@@ -435,12 +435,21 @@ def count_parameters(model: keras.Model) -> int:
     return int(sum(int(np.prod(v.shape)) for v in unique.values()))
 
 
+def _is_empty(metric: keras.metrics.Metric) -> bool:
+    count = getattr(metric, "count", None)
+    return count is not None and float(keras.ops.convert_to_numpy(count)) == 0
+
+
+def _step_logs(model: MultiStreamModel, logs: Mapping[str, Any]) -> dict[str, float]:
+    """Running mean losses since the last record, without modalities not seen since then."""
+    empty = {m.name for m in model.metrics if _is_empty(m)}
+    return {k: float(v) for k, v in logs.items() if k not in empty}
+
+
 def _loss_record(model: MultiStreamModel) -> dict[str, float]:
     record = {}
     for metric in model.metrics:
-        count = getattr(metric, "count", None)
-        empty = count is not None and float(keras.ops.convert_to_numpy(count)) == 0
-        record[metric.name] = float("nan") if empty else float(metric.result())
+        record[metric.name] = float("nan") if _is_empty(metric) else float(metric.result())
         metric.reset_state()
     return record
 
@@ -568,7 +577,7 @@ def train(
             while step < config.steps:
                 logs = step_fn(next(iterator))
                 step += 1
-                all_callbacks.on_step_end(step, {k: float(v) for k, v in logs.items()})
+                all_callbacks.on_step_end(step, _step_logs(model, logs))
                 final = step == config.steps
                 record: dict[str, float] = {}
                 if step % config.log_interval == 0 or final or stopper.received:

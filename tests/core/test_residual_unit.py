@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from dltk_mm.core.residual_unit import residual_unit, strided_kernel_size
 from dltk_mm.errors import ConfigurationError
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from dltk_mm.core.upsampling import LinearUpsampling3D, linear_upsample_3d, linear_upsample_axis
 from dltk_mm.errors import ConfigurationError
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from dltk_mm.core.upsampling import linear_upsample_3d
 from dltk_mm.core.upscore import upscore_kernel_size, upscore_unit
 from dltk_mm.errors import ConfigurationError

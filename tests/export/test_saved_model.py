@@ -165,8 +165,7 @@ def test_overwrite_replaces_an_export(tmp_path) -> None:
     metadata = read_export_metadata(export_dir)
     assert metadata.modalities == ("ct",)
     assert metadata.patch_size == (32, 32, 32)
-    assert sorted(tf.saved_model.load(str(export_dir)).signatures) == [
-        "serve_ct", "serving_default"]
+    assert sorted(tf.saved_model.load(str(export_dir)).signatures) == ["serve_ct"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct_only"]
 
 

@@ -1,0 +1,138 @@
+"""The dltk-mm-train command: flags, and a real SIGTERM + resume in subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from dltk_mm.cli.train import config_from_flags, define_flags
+from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
+from dltk_mm.networks.multistream import make_optimizer
+from dltk_mm.training import load_config, restore_checkpoint
+from dltk_mm.training.checkpointing import checkpoint_step, latest_checkpoint
+from tests.conftest import REPO_ROOT
+
+STEPS = 30
+
+
+def _parse(*args: str) -> flags.FlagValues:
+    values = flags.FlagValues()
+    define_flags(values)
+    values(["dltk-mm-train", *args])
+    return values
+
+
+def test_flags_give_the_config(tmp_path: Path) -> None:
+    values = _parse(f"--manifest={tmp_path}/m.csv", f"--model_dir={tmp_path}/run", "--scheme=v4",
+                    "--modalities=ct", "--patch_size=32", "--batch_size=4", "--width=0.25",
+                    "--jitter=-8,7", "--flip_axes=2", "--fold=-1", "--steps=100",
+                    "--learning_rate=0.01", "--loss=cross_entropy", "--deterministic",
+                    "--spacing_mm=4", "--label_preset=btcv", "--strided_kernel=code")
+    config = config_from_flags(values)
+    assert config.manifest == str((tmp_path / "m.csv").resolve())
+    assert config.scheme == "v4" and config.modalities == ("ct",) and config.fold == -1
+    assert config.pipeline.patch_size == (32, 32, 32) and config.pipeline.batch_size == 4
+    assert config.pipeline.jitter == (-8, 7)
+    assert config.pipeline.augmentation.flip_axes == (2,)
+    assert config.network.width == 0.25 and config.network.strided_kernel == "code"
+    assert config.effective_learning_rate == 0.01 and config.loss == "cross_entropy"
+    assert config.deterministic and config.steps == 100
+    assert config.preprocessing.spacing_mm == 4 and config.preprocessing.label_preset == "btcv"
+    defaults = config_from_flags(_parse("--manifest=m.csv", "--model_dir=r", "--scheme=v1"))
+    assert defaults.effective_learning_rate == 1e-4 and defaults.steps == 10000
+    assert defaults.pipeline.patch_size == (64, 64, 64) and defaults.modalities == ("mr", "ct")
+    with pytest.raises(flags.IllegalFlagValueError):
+        _parse("--manifest=m.csv", "--model_dir=r")  # --scheme is required
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("phantoms")
+    summary = generate_phantom_dataset(root / "data", num_ct=3, num_mr=0, seed=1,
+                                       config=PhantomConfig(matrix={"ct": 48, "mr": 48}))
+    return summary.manifest_path
+
+
+def _command(manifest: Path, model_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "dltk_mm.cli.train", f"--manifest={manifest}",
+        f"--model_dir={model_dir}", "--scheme=joint", "--modalities=ct",
+        "--filters=2,4,4,4,8", "--num_res_units=1", "--spacing_mm=8", "--patch_size=16",
+        "--batch_size=2", f"--steps={STEPS}", "--checkpoint_interval=3",
+        f"--validation_interval={STEPS}", "--log_interval=5",
+        f"--cache_dir={manifest.parent.parent / 'cache'}", "--deterministic", *extra,
+    ]
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_sigterm_saves_and_the_same_command_resumes(phantoms: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "run"
+    command = _command(phantoms, model_dir)
+    log = tmp_path / "first.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=output,
+                                   stderr=subprocess.STDOUT, env=_environment())
+        try:
+            deadline = time.monotonic() + 300
+            while not (model_dir / "checkpoints" / "checkpoint").exists():
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "no checkpoint within 300 s"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    first = log.read_text()
+    assert status == 143, first
+    match = re.search(r"interrupted at step (\d+); rerun the same command to resume", first)
+    assert match, first
+    stopped = int(match.group(1))
+    assert 3 <= stopped < STEPS
+    prefix = latest_checkpoint(model_dir)
+    assert prefix.endswith(f"ckpt-{stopped}") and checkpoint_step(prefix) == stopped
+
+    # The checkpoint restores into a model rebuilt from config.json alone.
+    config = load_config(model_dir)
+    model = config.build_model()
+    optimizer = make_optimizer(config.effective_learning_rate)
+    model.compile(optimizer=optimizer)
+    assert restore_checkpoint(prefix, model, optimizer) == stopped
+    assert int(optimizer.iterations.numpy()) == stopped
+
+    second = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
+                            env=_environment(), timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"resuming from step {stopped} (checkpoint {prefix})" in second.stdout
+    assert f"done: step {STEPS} of {STEPS} ({STEPS - stopped} trained now" in second.stdout
+    assert "best validation Dice" in second.stdout
+    final = latest_checkpoint(model_dir)
+    assert checkpoint_step(final) == STEPS
+    # Exactly STEPS optimiser updates in total: the restored Adam state kept counting.
+    iterations = tf.train.load_checkpoint(final).get_tensor(
+        "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
+    assert int(iterations) == STEPS
+    with (model_dir / "history.csv").open() as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle)]
+    assert steps == sorted(set(steps)) and steps[-1] == STEPS
+
+    # The same folder with a different configuration is refused, naming the option.
+    refused = subprocess.run(_command(phantoms, model_dir, "--batch_size=4"), cwd=REPO_ROOT,
+                             capture_output=True, text=True, env=_environment(), timeout=300)
+    assert refused.returncode == 2
+    assert "pipeline.batch_size: 2 (saved) != 4 (now)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert checkpoint_step(latest_checkpoint(model_dir)) == STEPS

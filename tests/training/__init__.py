@@ -1,0 +1,1 @@
+"""Tests of dltk_mm.training."""
