@@ -1,36 +1,42 @@
-"""dltk_mm.core: building blocks (residual unit, upsampling, upscore) and losses."""
+"""dltk_mm.core: building blocks (residual unit, upsampling, upscore), losses and metrics.
 
-from dltk_mm.core.losses import (
-    cross_entropy_loss,
-    dice_cross_entropy_loss,
-    dice_loss,
-    get_loss,
-    soft_dice_per_class,
-)
-from dltk_mm.core.residual_unit import (
-    ChannelZeroPadding,
-    LayerProvider,
-    fresh_layers,
-    residual_unit,
-    strided_kernel_size,
-)
-from dltk_mm.core.upsampling import LinearUpsampling3D, linear_upsample_3d, linear_upsample_axis
-from dltk_mm.core.upscore import upscore_kernel_size, upscore_unit
+The TensorFlow-based names are imported on first use, so that NumPy-only users (``metrics``, the
+evaluate command) start without loading TensorFlow.
+"""
 
-__all__ = [
-    "ChannelZeroPadding",
-    "LayerProvider",
-    "LinearUpsampling3D",
-    "cross_entropy_loss",
-    "dice_cross_entropy_loss",
-    "dice_loss",
-    "fresh_layers",
-    "get_loss",
-    "linear_upsample_3d",
-    "linear_upsample_axis",
-    "residual_unit",
-    "soft_dice_per_class",
-    "strided_kernel_size",
-    "upscore_kernel_size",
-    "upscore_unit",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY_NAMES: dict[str, str] = {
+    "ChannelZeroPadding": "dltk_mm.core.residual_unit",
+    "LayerProvider": "dltk_mm.core.residual_unit",
+    "LinearUpsampling3D": "dltk_mm.core.upsampling",
+    "cross_entropy_loss": "dltk_mm.core.losses",
+    "dice_cross_entropy_loss": "dltk_mm.core.losses",
+    "dice_loss": "dltk_mm.core.losses",
+    "fresh_layers": "dltk_mm.core.residual_unit",
+    "get_loss": "dltk_mm.core.losses",
+    "linear_upsample_3d": "dltk_mm.core.upsampling",
+    "linear_upsample_axis": "dltk_mm.core.upsampling",
+    "residual_unit": "dltk_mm.core.residual_unit",
+    "soft_dice_per_class": "dltk_mm.core.losses",
+    "strided_kernel_size": "dltk_mm.core.residual_unit",
+    "upscore_kernel_size": "dltk_mm.core.upscore",
+    "upscore_unit": "dltk_mm.core.upscore",
+}
+
+__all__ = sorted(_LAZY_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_NAMES))

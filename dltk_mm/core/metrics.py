@@ -22,8 +22,11 @@ from collections.abc import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from dltk_mm.io.labels import LABEL_NAMES
+
 #: Names of the label values 0..4 (the paper's table order; "right" is the patient's right).
-CLASS_NAMES: tuple[str, ...] = ("background", "liver", "spleen", "right_kidney", "left_kidney")
+CLASS_NAMES: tuple[str, ...] = LABEL_NAMES
+"""Class names of the project label map (see :mod:`dltk_mm.io.labels`)."""
 
 
 def dice_per_class(

@@ -108,8 +108,8 @@ def restore_checkpoint(
     checkpoint = tf.train.Checkpoint(**_trackables(model, optimizer, step, iterator))
     try:
         status = checkpoint.read(prefix)
-        status.assert_existing_objects_matched()
         status.expect_partial()
+        status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         raise ConfigurationError(
             f"checkpoint {prefix} does not match this model/optimizer ({str(error)[:500]}); was "
@@ -133,6 +133,14 @@ def restore_weights(prefix: str, model: keras.Model) -> None:
             f"weights {prefix} do not match this model ({str(error)[:500]}); was it written with "
             "another configuration?"
         ) from error
+
+
+def _has_pipeline_state(prefix: str) -> bool:
+    try:
+        keys = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError):
+        return False
+    return any(key.startswith("iterator/") for key in keys)
 
 
 class TrainingCheckpoint:
@@ -192,7 +200,9 @@ class TrainingCheckpoint:
         prefix = prefix or self.latest
         if prefix is None:
             return 0, False
-        if self.iterator is not None:
+        if self.iterator is not None and not _has_pipeline_state(prefix):
+            logging.info("checkpoint %s holds no input-pipeline state", prefix)
+        elif self.iterator is not None:
             try:
                 step = restore_checkpoint(prefix, self.model, self.optimizer, self.iterator)
             except ConfigurationError as error:

@@ -104,7 +104,7 @@ def test_logs_per_modality_and_evaluation_matches_manual_loss() -> None:
         tf.data.Dataset.from_tensor_slices((ct[0], ct[2])).batch(2), verbose=0
     )
     expected = model.streams["ct"](ct[0], training=False)["logits"].numpy()
-    np.testing.assert_allclose(predictions["logits"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predictions["logits"], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_mixed_modality_batch_is_rejected() -> None:
