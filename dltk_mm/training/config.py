@@ -42,6 +42,8 @@ RESUMABLE_FIELDS = frozenset(
         "jit_compile",
         "cache_dir",
         "checkpoint_input_pipeline",
+        "pipeline.num_parallel_calls",
+        "pipeline.prefetch",
     }
 )
 

@@ -11,7 +11,7 @@ still wins over both (see ``experiments/paper/README.md``):
   quarter of the width, 32^3 patches at 2 mm, batch 4 and fewer steps, so that one model trains in
   about an hour on two CPU cores and still learns real anatomy; one seed by default.
 * ``smoke``: minutes on a fresh machine or in CI: a tiny network (one residual unit per scale),
-  16^3 patches at 4 mm, batch 4, 60 steps, one fold and one seed, all six schemes plus ``msbn``. It
+  16^3 patches at 4 mm, batch 4, 80 steps, one fold and one seed, all six schemes plus ``msbn``. It
   proves the whole benchmark runs and writes every table and figure; its numbers mean nothing.
 """
 
@@ -72,15 +72,15 @@ PRESETS: dict[str, Preset] = {
     ),
     "cpu": Preset(
         name="cpu",
-        description="the paper's architecture at 1/4 width, 32^3 patches at 2 mm, batch 4, 1500 "
+        description="the paper's architecture at 1/4 width, 32^3 patches at 2 mm, batch 4, 1000 "
                     "steps: about an hour per model on 2 CPU cores; 1 seed",
         train_flags={
             "width": "0.25",
             "patch_size": "32",
             "batch_size": "4",
             "jitter": "-8,7",
-            "steps": "1500",
-            "validation_interval": "500",
+            "steps": "1000",
+            "validation_interval": "250",
             "checkpoint_interval": "250",
             "log_interval": "25",
             "validation_batch_size": "4",
@@ -90,7 +90,7 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         description="minutes, for a fresh machine or CI: tiny network (1 residual unit per "
-                    "scale), 16^3 patches at 4 mm, 60 steps, fold 0, seed 0, phantoms",
+                    "scale), 16^3 patches at 4 mm, 80 steps, fold 0, seed 0, phantoms",
         train_flags={
             "filters": "4,8,8,16,16",
             "num_res_units": "1",
@@ -100,9 +100,9 @@ PRESETS: dict[str, Preset] = {
             "batch_size": "4",
             "jitter": "-4,3",
             "shuffle_buffer": "32",
-            "steps": "60",
-            "validation_interval": "60",
-            "checkpoint_interval": "30",
+            "steps": "80",
+            "validation_interval": "80",
+            "checkpoint_interval": "40",
             "log_interval": "10",
             "validation_batch_size": "8",
         },
