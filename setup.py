@@ -38,6 +38,7 @@ setup(
             "dltk-mm-train=dltk_mm.cli.train:run",
             "dltk-mm-predict=dltk_mm.cli.predict:run",
             "dltk-mm-export=dltk_mm.cli.export:run",
+            "dltk-mm-benchmark=experiments.paper.run:run",
         ]
     },
     classifiers=[

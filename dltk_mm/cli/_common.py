@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from dltk_mm.errors import DltkMmError
 
@@ -70,16 +70,23 @@ def fail(message: str, status: int = EXIT_BAD_INPUT) -> None:
 
 
 def handle_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
-    """Wraps an absl ``main``: DltkMmError (bad input/options) becomes a clean message + exit 2."""
+    """Wraps an absl ``main``: quiet library logs, and a DltkMmError becomes a message + exit 2."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str]) -> Any:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected positional arguments: {argv[1:]}; use --flags")
+        previous_verbosity = logging.get_verbosity()
+        if not flags.FLAGS["verbosity"].present:
+            # The command's own output says what happens; library logs from warnings up
+            # (--verbosity=0 shows the informational ones too).
+            logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
         except DltkMmError as error:
             fail(str(error))
+        finally:
+            logging.set_verbosity(previous_verbosity)
         return None
 
     return wrapped

@@ -34,7 +34,7 @@ from dltk_mm.io.pipeline import PipelineConfig
 from dltk_mm.io.preprocessing import NORMALISATIONS, PreprocessingConfig
 from dltk_mm.networks.schemes import SCHEMES
 from dltk_mm.training.callbacks import TrainingCallback
-from dltk_mm.training.config import NetworkConfig, TrainConfig
+from dltk_mm.training.config import SUPPORTED_STRATEGIES, NetworkConfig, TrainConfig
 from dltk_mm.training.trainer import TrainingInfo, TrainResult, ValidationResult, train
 
 FLAGS = flags.FLAGS
@@ -143,12 +143,16 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                          flag_values=fv)
     flags.DEFINE_bool("deterministic", False, "TensorFlow op determinism (with the seeds: "
                       "repeatable runs, slower on GPU).", flag_values=fv)
-    flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step and validation.",
+    flags.DEFINE_bool("jit_compile", defaults.jit_compile, "XLA-compile the training step and "
+                      "validation (measured slower on CPU; see experiments/bench/README.md).",
                       flag_values=fv)
-    flags.DEFINE_string("strategy", defaults.strategy, "Distribution strategy (only 'default' "
-                        "for now).", flag_values=fv)
-    flags.DEFINE_bool("mixed_precision", False, "Mixed precision (not supported yet).",
-                      flag_values=fv)
+    flags.DEFINE_enum("strategy", defaults.strategy, list(SUPPORTED_STRATEGIES),
+                      "Distribution: default (one device), mirrored (all local GPUs), "
+                      "multi_worker (processes/machines from TF_CONFIG; see docs/distributed.md)."
+                      " --batch_size is the global batch.", flag_values=fv)
+    flags.DEFINE_bool("mixed_precision", defaults.mixed_precision,
+                      "mixed_float16 compute with dynamic loss scaling (variables, logits and "
+                      "loss in float32); for GPUs with tensor cores.", flag_values=fv)
     # schedule
     flags.DEFINE_integer("validation_interval", defaults.validation_interval,
                          "Validate every this many steps (and at the end).", lower_bound=1,

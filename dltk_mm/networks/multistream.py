@@ -34,7 +34,8 @@ def make_optimizer(
     beta_1: float = 0.9,
     beta_2: float = 0.999,
     epsilon: float = 1e-5,
-) -> keras.optimizers.Adam:
+    loss_scale: bool = False,
+) -> keras.optimizers.Optimizer:
     """Adam as in the paper (spec section 5).
 
     Args:
@@ -43,17 +44,20 @@ def make_optimizer(
         beta_1: Adam beta1 (0.9).
         beta_2: Adam beta2 (0.999).
         epsilon: Adam epsilon (1e-5, the authors' value; Keras' default is 1e-7).
+        loss_scale: wrap it in a dynamic ``keras.optimizers.LossScaleOptimizer`` (for
+            ``mixed_float16`` training).
 
     Returns:
-        A new ``keras.optimizers.Adam``.
+        A new ``keras.optimizers.Adam`` (or a ``LossScaleOptimizer`` around one).
     """
     if isinstance(scheme_or_learning_rate, str):
         learning_rate = default_learning_rate(scheme_or_learning_rate)
     else:
         learning_rate = scheme_or_learning_rate
-    return keras.optimizers.Adam(
+    adam = keras.optimizers.Adam(
         learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon
     )
+    return keras.optimizers.LossScaleOptimizer(adam) if loss_scale else adam
 
 
 def _validate_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
@@ -91,6 +95,7 @@ def build_multistream(
     batch_norm_epsilon: float = 1e-3,
     input_shape: Sequence[int] | None = None,
     name: str | None = None,
+    dtype_policy: str | None = None,
 ) -> MultiStreamModel:
     """Builds the multi-stream FCN of a training scheme (Valindria et al. 2018, Fig. 2).
 
@@ -113,6 +118,11 @@ def build_multistream(
         input_shape: optional fixed spatial size ``(z, y, x)``; each must be divisible by the
             product of the strides along its axis. ``None``: any divisible size.
         name: model name (default ``"multistream_{scheme}"``).
+        dtype_policy: Keras dtype policy of the layers, e.g. ``"mixed_float16"`` for
+            mixed-precision training; ``None`` = the global policy (float32 by default). Variables
+            stay float32 in every policy (checkpoints are interchangeable), the head convolution
+            (logits), softmax and batch norm compute in float32. Not part of :attr:`build_config`:
+            a model rebuilt for inference uses float32. See :func:`apply_precision_exceptions`.
 
     Returns:
         The :class:`MultiStreamModel`.
@@ -167,25 +177,21 @@ def build_multistream(
         "name": name,
     }
     registry = LayerRegistry(scheme_obj)
-    streams = {
-        m: build_stream(
-            m,
-            registry,
-            num_classes=num_classes,
-            filters=scaled_filters,
-            strides=stride_triples,
-            num_res_units=num_res_units,
-            kernel_size=kernel_size,
-            strided_kernel=strided_kernel,
-            upscore_kernel=upscore_kernel,
-            upsample_border=upsample_border,
-            leaky_relu_alpha=leaky_relu_alpha,
-            batch_norm_momentum=batch_norm_momentum,
-            batch_norm_epsilon=batch_norm_epsilon,
+    previous_policy = keras.config.dtype_policy()
+    if dtype_policy is not None:
+        keras.config.set_dtype_policy(dtype_policy)
+    try:
+        streams = _build_streams(
+            modalities, registry, num_classes=num_classes, filters=scaled_filters,
+            strides=stride_triples, num_res_units=num_res_units, kernel_size=kernel_size,
+            strided_kernel=strided_kernel, upscore_kernel=upscore_kernel,
+            upsample_border=upsample_border, leaky_relu_alpha=leaky_relu_alpha,
+            batch_norm_momentum=batch_norm_momentum, batch_norm_epsilon=batch_norm_epsilon,
             input_shape=input_shape or (None, None, None),
         )
-        for m in modalities
-    }
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    apply_precision_exceptions(streams, registry)
     return MultiStreamModel(
         streams,
         build_config=build_config,
@@ -193,6 +199,39 @@ def build_multistream(
         size_factor=factor,
         name=name or f"multistream_{scheme_obj.name}",
     )
+
+
+def _build_streams(
+    modalities: Sequence[str], registry: LayerRegistry, **kwargs: Any
+) -> dict[str, keras.Model]:
+    return {m: build_stream(m, registry, **kwargs) for m in modalities}
+
+
+def apply_precision_exceptions(
+    streams: Mapping[str, keras.Model], registry: LayerRegistry
+) -> None:
+    """Keeps numerically sensitive layers in float32 under a mixed policy (no-op in float32).
+
+    The head convolution computes the logits in float32 (so logits, softmax and the loss are
+    float32, as the network contract says); Keras already keeps batch-norm statistics in float32.
+    When no GPU is visible, max pooling (used by the strided residual shortcuts) runs in float32
+    too, because TensorFlow has no float16 ``MaxPool3D`` CPU kernel.
+
+    Args:
+        streams: modality -> functional stream model.
+        registry: the registry that built them (to find the head layers).
+    """
+    float32 = keras.DTypePolicy("float32")
+    for key, layer in registry.layers.items():
+        if key[0] == "head" and layer.dtype_policy.compute_dtype != "float32":
+            layer.dtype_policy = float32
+    if tf.config.list_physical_devices("GPU"):
+        return
+    for stream in streams.values():
+        for layer in stream.layers:
+            if (isinstance(layer, keras.layers.MaxPooling3D)
+                    and layer.dtype_policy.compute_dtype == "float16"):
+                layer.dtype_policy = float32
 
 
 @keras.saving.register_keras_serializable(package="dltk_mm")
@@ -409,20 +448,68 @@ class MultiStreamModel(keras.Model):
     def _logs(self) -> dict[str, tf.Tensor]:
         return {m.name: m.result() for m in self.metrics}
 
+    def stream_update(
+        self,
+        index: int,
+        image: tf.Tensor,
+        label: tf.Tensor,
+        loss_weight: float | tf.Tensor = 1.0,
+    ) -> tf.Tensor:
+        """Forward, loss and optimizer update of ONE stream (no routing, no metric update).
+
+        The building block of the routed step: :meth:`train_step` calls it inside each
+        ``tf.switch_case`` branch; :class:`dltk_mm.training.distribute.DistributedRoutedStep` calls
+        it in the replica function of a distribution strategy, with ``loss_weight`` = local batch
+        / global batch so that the optimizer's all-reduced (summed) gradients are those of the
+        global batch mean. The loss is computed in float32 from float32 logits; under a
+        ``keras.optimizers.LossScaleOptimizer`` the loss is scaled before differentiation and the
+        optimizer unscales (and skips non-finite steps).
+
+        Args:
+            index: the stream's modality index (a Python int).
+            image: ``(b, z, y, x, 1)`` images.
+            label: ``(b, z, y, x)`` integer labels.
+            loss_weight: multiplies the loss before differentiation.
+
+        Returns:
+            The weighted loss (float32 scalar), unscaled by any loss scale.
+        """
+        loss, gradients, variables = self.stream_gradients(index, image, label, loss_weight)
+        self.optimizer.apply(gradients, variables)
+        return loss
+
+    def stream_gradients(
+        self,
+        index: int,
+        image: tf.Tensor,
+        label: tf.Tensor,
+        loss_weight: float | tf.Tensor = 1.0,
+    ) -> tuple[tf.Tensor, list[tf.Tensor], list[keras.Variable]]:
+        """Forward pass (updating the stream's batch-norm statistics) and gradients of one stream.
+
+        See :meth:`stream_update`; the gradients are those of the loss-scaled loss when the
+        optimizer is a ``LossScaleOptimizer`` (its ``apply`` unscales them).
+
+        Returns:
+            ``(weighted loss, gradients, the stream's trainable variables)``.
+        """
+        stream = self.streams[self.modalities[index]]
+        variables = stream.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = tf.cast(stream(image, training=True)["logits"], tf.float32)
+            loss = tf.cast(self._loss_function(label, logits), tf.float32) * loss_weight
+            scaled = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, variables)
+        return loss, gradients, variables
+
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One routed step: forward, loss and update of the batch's stream only."""
         image, label, index = self._unpack(data)
 
         def branch(i: int) -> tf.Tensor:
-            stream = self.streams[self.modalities[i]]
-            variables = stream.trainable_variables
-            with tf.GradientTape() as tape:
-                logits = stream(image, training=True)["logits"]
-                loss = self._loss_function(label, logits)
-            gradients = tape.gradient(loss, variables)
-            self.optimizer.apply(gradients, variables)
+            loss = self.stream_update(i, image, label)
             self._modality_loss_trackers[i].update_state(loss)
-            return tf.cast(loss, tf.float32)
+            return loss
 
         loss = self._route(index, branch)
         self._loss_tracker_total.update_state(loss)

@@ -25,9 +25,10 @@ from dltk_mm.io.pipeline import PipelineConfig
 from dltk_mm.io.preprocessing import PreprocessingConfig
 from dltk_mm.networks.multistream import MultiStreamModel, build_multistream
 from dltk_mm.networks.schemes import default_learning_rate, get_scheme
+from dltk_mm.training.distribute import STRATEGIES
 
-#: Values accepted for :attr:`TrainConfig.strategy` (a later issue adds distribution strategies).
-SUPPORTED_STRATEGIES = ("default",)
+#: Values accepted for :attr:`TrainConfig.strategy` (see :mod:`dltk_mm.training.distribute`).
+SUPPORTED_STRATEGIES = STRATEGIES
 
 #: Fields that may differ between a run and its resumption: they change the schedule, logging or
 #: speed, not the model, the data or the optimisation. Every other difference is refused.
@@ -40,6 +41,7 @@ RESUMABLE_FIELDS = frozenset(
         "keep_checkpoints",
         "log_interval",
         "jit_compile",
+        "strategy",
         "cache_dir",
         "checkpoint_input_pipeline",
         "pipeline.num_parallel_calls",
@@ -214,8 +216,14 @@ class TrainConfig:
             holds the pipeline's buffers); False reseeds the pipeline on resume instead.
         jit_compile: XLA-compile the training step and the validation forward pass.
         deterministic: enable TensorFlow op determinism (with the seeds, runs are repeatable).
-        strategy: distribution strategy; only ``"default"`` for now.
-        mixed_precision: mixed-precision training; not supported yet (must be False).
+        strategy: ``"default"`` (one device), ``"mirrored"`` (all local GPUs) or
+            ``"multi_worker"`` (several processes/machines, cluster from ``TF_CONFIG``); see
+            :mod:`dltk_mm.training.distribute` and docs/distributed.md. ``pipeline.batch_size`` is
+            the global batch (split over the replicas). May change when resuming.
+        mixed_precision: ``mixed_float16`` compute with dynamic loss scaling
+            (``keras.optimizers.LossScaleOptimizer``); variables, logits, loss and batch-norm
+            statistics stay float32. Measured slower on CPU (see experiments/bench/README.md);
+            use it on GPUs with tensor cores.
     """
 
     manifest: str
@@ -314,12 +322,7 @@ class TrainConfig:
             )
         if self.strategy not in SUPPORTED_STRATEGIES:
             raise ConfigurationError(
-                f"strategy {self.strategy!r} is not supported yet; use one of "
-                f"{list(SUPPORTED_STRATEGIES)}"
-            )
-        if self.mixed_precision:
-            raise ConfigurationError(
-                "mixed_precision is not supported yet; train in float32 (mixed_precision=False)"
+                f"unknown strategy {self.strategy!r}; use one of {list(SUPPORTED_STRATEGIES)}"
             )
 
     # ---------------------------------------------------------------------------------------
@@ -345,10 +348,16 @@ class TrainConfig:
         """Whether this run holds out a fold for validation (``fold >= 0``)."""
         return self.fold >= 0
 
-    def build_model(self) -> MultiStreamModel:
-        """A freshly initialised network of this configuration (not compiled)."""
+    def build_model(self, dtype_policy: str | None = None) -> MultiStreamModel:
+        """A freshly initialised network of this configuration (not compiled).
+
+        Args:
+            dtype_policy: Keras dtype policy of the layers (``"mixed_float16"`` for
+                mixed-precision training); None = float32 (the global default).
+        """
         network = self.network.to_dict()
-        return build_multistream(self.scheme, modalities=self.modalities, **_tuples(network))
+        return build_multistream(self.scheme, modalities=self.modalities,
+                                 dtype_policy=dtype_policy, **_tuples(network))
 
     # ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

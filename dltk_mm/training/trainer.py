@@ -64,6 +64,15 @@ from dltk_mm.training.checkpointing import (
     save_best,
 )
 from dltk_mm.training.config import TrainConfig
+from dltk_mm.training.distribute import (
+    DistributedRoutedStep,
+    create_strategy,
+    distributed_interleaved_dataset,
+    is_distributed,
+    remove_worker_dir,
+    worker_checkpoint_dir,
+    worker_info,
+)
 from dltk_mm.training.folds import split_manifest
 
 CONFIG_FILE = "config.json"
@@ -471,6 +480,7 @@ def train(
     model_dir: str | os.PathLike,
     callbacks: Sequence[TrainingCallback] = (),
     restart: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> TrainResult:
     """Trains (or resumes training of) a network of ``config`` in ``model_dir``.
 
@@ -487,6 +497,12 @@ def train(
             always added.
         restart: move an existing run in ``model_dir`` aside (to ``previous_<time>/``) and start
             over instead of resuming; nothing is deleted.
+        strategy: a ``tf.distribute`` strategy to use instead of creating ``config.strategy``
+            (:func:`dltk_mm.training.distribute.create_strategy`; create multi-worker strategies
+            before any other TensorFlow op). Under a distribution strategy only the chief writes
+            the model folder (config, split, history, TensorBoard, checkpoints, best model) and
+            validates; every worker resumes from the chief's newest checkpoint, and the input
+            pipeline's position is not checkpointed (a resumed run reseeds it).
 
     Returns:
         The :class:`TrainResult`.
@@ -496,53 +512,88 @@ def train(
         InputDataError: bad data.
     """
     started = time.monotonic()
+    if strategy is None:
+        strategy = create_strategy(config.strategy)
+    distributed = is_distributed(strategy)
+    worker = worker_info(strategy)
     model_dir = Path(model_dir).expanduser().resolve()
-    moved = prepare_model_dir(model_dir, config, restart)
+    moved = prepare_model_dir(model_dir, config, restart) if worker.is_chief else None
     cache_dir = resolve_cache_dir(config, model_dir)
     user_callbacks = CallbackList(callbacks)
-    tensorboard = TensorBoardWriter(model_dir / LOG_DIR, config.modalities)
-    all_callbacks = CallbackList([
-        HistoryWriter(model_dir / HISTORY_FILE, _history_columns(config)), tensorboard, *callbacks
-    ])
+    tensorboard = TensorBoardWriter(model_dir / LOG_DIR, config.modalities) if worker.is_chief \
+        else None
+    writers = ([HistoryWriter(model_dir / HISTORY_FILE, _history_columns(config)), tensorboard]
+               if worker.is_chief else [])
+    all_callbacks = CallbackList([*writers, *callbacks])
     logging.info("preprocessing (cache %s)", cache_dir)
     data = load_training_data(config, cache_dir, progress=user_callbacks.on_preprocess)
-    split_path = model_dir / SPLIT_FILE
-    data.split.to_csv(split_path, index=False)
+    if worker.is_chief:
+        data.split.to_csv(model_dir / SPLIT_FILE, index=False)
 
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    model = config.build_model()
-    optimizer = make_optimizer(config.effective_learning_rate, beta_1=config.adam_beta_1,
-                               beta_2=config.adam_beta_2, epsilon=config.adam_epsilon)
-    model.compile(optimizer=optimizer, loss=config.loss, jit_compile=config.jit_compile)
+    with strategy.scope():
+        model = config.build_model("mixed_float16" if config.mixed_precision else None)
+        optimizer = make_optimizer(config.effective_learning_rate, beta_1=config.adam_beta_1,
+                                   beta_2=config.adam_beta_2, epsilon=config.adam_epsilon,
+                                   loss_scale=config.mixed_precision)
+        model.compile(optimizer=optimizer, loss=config.loss, jit_compile=config.jit_compile)
 
     train_pairs = {m: [(v.image, v.label) for v in vs] for m, vs in data.train.items()}
     order = config.effective_order
 
     def make_iterator(seed: int, cycle: Sequence[str]) -> Any:
         pipeline = dataclasses.replace(config.pipeline, seed=seed)
+        if distributed:
+            return iter(distributed_interleaved_dataset(
+                strategy, train_pairs, config.modalities, tuple(cycle), pipeline))
         dataset = interleaved_dataset(train_pairs, config.modalities, tuple(cycle), pipeline)
         return iter(dataset)
 
-    save_pipeline = config.checkpoint_input_pipeline
-    iterator = make_iterator(derive_seed(config.seed, 1), order)
-    state = TrainingCheckpoint(model_dir, model, optimizer, iterator if save_pipeline else None,
-                               max_to_keep=config.keep_checkpoints)
+    def make_state(directory: Path, iterator: Any) -> TrainingCheckpoint:
+        with strategy.scope():
+            return TrainingCheckpoint(directory, model, optimizer, iterator,
+                                      max_to_keep=config.keep_checkpoints)
+
+    # The tf.data position of a distributed iterator is not checkpointed (reseeded on resume).
+    save_pipeline = config.checkpoint_input_pipeline and not distributed
+    if distributed and config.checkpoint_input_pipeline:
+        logging.info("distributed training: the input pipeline is reseeded on resume")
+    cycle = tuple(order)
+    iterator = make_iterator(derive_seed(config.seed, 1), cycle)
+    state = make_state(model_dir, iterator if save_pipeline else None)
     resumed_from = state.latest
-    initial_step, pipeline_restored = state.restore()
+    initial_step, pipeline_restored = state.restore(resumed_from)
     if resumed_from is not None:
         logging.info("resuming from step %d (checkpoint %s)", initial_step, resumed_from)
         if not pipeline_restored:
             # Continue the modality cycle where it stopped, with fresh random patches.
             shift = initial_step % len(order)
-            iterator = make_iterator(derive_seed(config.seed, 1, initial_step),
-                                     tuple(order[shift:]) + tuple(order[:shift]))
+            cycle = tuple(order[shift:]) + tuple(order[:shift])
+            iterator = make_iterator(derive_seed(config.seed, 1, initial_step), cycle)
             if save_pipeline:
-                state = TrainingCheckpoint(model_dir, model, optimizer, iterator,
-                                           max_to_keep=config.keep_checkpoints)
+                state = make_state(model_dir, iterator)
                 state.last_saved_step = initial_step
             logging.info("input pipeline reseeded for step %d", initial_step)
+
+    def save_state(at_step: int) -> str:
+        """All workers take part in a save; only the chief's lands in the model folder.
+
+        A non-chief worker writes the same checkpoint object to a private temporary folder and
+        deletes it: it must not create variables of its own here (under a multi-worker strategy
+        every variable creation is a collective broadcast that the chief would not match).
+        """
+        if worker.is_chief:
+            return state.save(at_step)
+        scratch = worker_checkpoint_dir(model_dir, worker)
+        try:
+            state.step.assign(at_step)
+            state.checkpoint.write(str(scratch / "ckpt"))
+        finally:
+            remove_worker_dir(scratch, worker)
+        state.last_saved_step = at_step
+        return str(model_dir / "checkpoints" / f"ckpt-{at_step}")
 
     info = TrainingInfo(
         config=config, model_dir=model_dir, model=model,
@@ -552,16 +603,21 @@ def train(
         initial_step=initial_step, resumed_from=resumed_from,
         pipeline_restored=pipeline_restored, cache_dir=cache_dir, moved_previous=moved,
     )
-    validation_volumes = data.validation if config.validates else {}
+    validation_volumes = data.validation if config.validates and worker.is_chief else {}
     has_validation = any(validation_volumes.values())
-    if config.validates and not has_validation:
+    if config.validates and worker.is_chief and not has_validation:
         logging.warning("fold %d holds out no volume: training without validation", config.fold)
     best = read_best(model_dir)
     best_score = best.get("score") if best else None
     best_score = -math.inf if best_score is None else float(best_score)
 
-    step_fn = tf.function(model.train_step, jit_compile=config.jit_compile,
-                          reduce_retracing=True)
+    if distributed:
+        with strategy.scope():
+            step_fn = DistributedRoutedStep(model, strategy, cycle, config.pipeline.batch_size,
+                                            jit_compile=config.jit_compile)
+    else:
+        step_fn = tf.function(model.train_step, jit_compile=config.jit_compile,
+                              reduce_retracing=True)
     predict_fns: dict[str, Callable[[np.ndarray], Any]] = {}
     last_validation: ValidationResult | None = None
     interrupted_by: int | None = None
@@ -595,28 +651,30 @@ def train(
                     record.update(scores)
                     logging.info("step %d: mean validation Dice %.4f", step, last_validation.mean)
                     all_callbacks.on_validation_end(step, last_validation)
-                    if math.isfinite(last_validation.mean) and last_validation.mean > best_score:
+                    if (worker.is_chief and math.isfinite(last_validation.mean)
+                            and last_validation.mean > best_score):
                         best_score = last_validation.mean
                         save_best(model_dir, model, step, best_score, scores)
                 if record:
                     record["time"] = time.time()
                     all_callbacks.on_record(step, record)
                 if step % config.checkpoint_interval == 0 or final or stopper.received:
-                    all_callbacks.on_checkpoint(step, state.save(step))
+                    all_callbacks.on_checkpoint(step, save_state(step))
                 if stopper.received:
                     interrupted_by = stopper.received
                     logging.warning("interrupted at step %d; rerun to resume", step)
                     break
             if state.last_saved_step != step:
-                all_callbacks.on_checkpoint(step, state.save(step))
+                all_callbacks.on_checkpoint(step, save_state(step))
             result = TrainResult(
                 model_dir=model_dir, step=step, steps=config.steps, initial_step=initial_step,
                 resumed_from=resumed_from, interrupted_by=interrupted_by,
-                checkpoint=state.latest, best=read_best(model_dir),
+                checkpoint=latest_checkpoint(model_dir), best=read_best(model_dir),
                 last_validation=last_validation, elapsed_s=time.monotonic() - started,
             )
         finally:
-            tensorboard.close()
+            if tensorboard is not None:
+                tensorboard.close()
     all_callbacks.on_train_end(result)
     logging.info("training stopped at step %d of %d after %.1f s", step, config.steps,
                  result.elapsed_s)

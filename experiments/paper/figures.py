@@ -95,8 +95,8 @@ def boxplot_figure(results: pd.DataFrame, modality: str, path: str | os.PathLike
             axis.scatter([p for p, _ in shown], [v for _, v in shown], marker="D", s=30,
                          color="black", zorder=3, label="paper mean")
         means = [float(np.mean(d)) if d.size else np.nan for d in data]
-        axis.scatter(positions, means, marker="_", s=200, color="white", zorder=4,
-                     linewidths=2.0)
+        axis.scatter(positions, means, marker="o", s=28, facecolor="white",
+                     edgecolor="black", zorder=4)
         axis.set_title(ORGAN_TITLES[organ], fontsize=13)
         axis.set_xticks(positions)
         axis.set_xticklabels([SCHEME_TITLES.get(s, s) for s in schemes], rotation=45,
@@ -107,8 +107,8 @@ def boxplot_figure(results: pd.DataFrame, modality: str, path: str | os.PathLike
     first = np.atleast_1d(axes)[0]
     first.set_ylabel("Dice", fontsize=12)
     handles = [plt.Line2D([], [], marker="D", linestyle="", color="black", label="paper mean"),
-               plt.Line2D([], [], marker="_", linestyle="", color="white",
-                          markeredgecolor="black", markersize=12, label="measured mean"),
+               plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="white",
+                          markeredgecolor="black", label="measured mean"),
                plt.Line2D([], [], color="black", label="measured median")]
     figure.legend(handles=handles, loc="lower center", ncol=3, fontsize=11, frameon=False,
                   bbox_to_anchor=(0.5, -0.06))
@@ -118,12 +118,20 @@ def boxplot_figure(results: pd.DataFrame, modality: str, path: str | os.PathLike
     return _save(figure, path, dpi)
 
 
-def best_axial_slice(label: np.ndarray) -> int:
-    """The axial slice (``label[z]``) showing the most organs, ties broken by organ area."""
+def best_axial_slice(label: np.ndarray, min_fraction: float = 0.3) -> int:
+    """The axial slice (``label[z]``) through the most organs.
+
+    An organ counts on a slice where its area is at least ``min_fraction`` of its largest axial
+    area (so that a sliver does not count); ties are broken by the sum of those area fractions.
+    """
     label = np.asarray(label)
-    organs = np.stack([(label == c).any(axis=(1, 2)) for c in LABEL_COLOURS], axis=1).sum(axis=1)
-    area = (label > 0).sum(axis=(1, 2))
-    return int(np.lexsort((area, organs))[-1])
+    fractions = []
+    for value in LABEL_COLOURS:
+        area = (label == value).sum(axis=(1, 2)).astype(np.float64)
+        fractions.append(area / area.max() if area.max() > 0 else area)
+    fractions = np.stack(fractions, axis=1)
+    counted = (fractions >= min_fraction).sum(axis=1)
+    return int(np.lexsort((fractions.sum(axis=1), counted))[-1])
 
 
 def blend(image_slice: np.ndarray, label_slice: np.ndarray, alpha: float = 0.45) -> np.ndarray:

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dltk_mm.errors import ConfigurationError
-
 from experiments.paper.paper_results import PAPER_SCHEMES
 
 #: Folder of the flagfiles (common.cfg and one <scheme>.cfg per scheme).

@@ -77,8 +77,7 @@ def test_unknown_options_are_rejected() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"strategy": "mirrored"}, "strategy"),
-        ({"mixed_precision": True}, "mixed_precision"),
+        ({"strategy": "horovod"}, "strategy"),
         ({"pipeline": PipelineConfig(patch_size=(20, 16, 16))}, "divisible"),
         ({"pipeline": PipelineConfig(seed=3)}, "seed"),
         ({"scheme": "v9"}, "scheme"),

@@ -1,0 +1,124 @@
+"""Benchmark of the routed training step: patches/s and achieved GFLOP/s vs the matmul ceiling.
+
+For each configuration (width, patch size, batch, XLA, mixed precision) a v4 multi-stream network
+(the paper's best scheme; the other schemes run the same convolutions per step) is compiled with
+the paper's optimizer and loss, one batch per modality is placed on the device once (no input
+pipeline, no host round trip: the pipeline has its own benchmark, experiments/bench/pipeline.py),
+one warm-up step per modality traces/compiles the step, then ``--steps`` steps alternate MR and CT
+batches. Reported: seconds per step, patches/s, achieved GFLOP/s from the analytic FLOP count
+(experiments/bench/flops.py: 2 FLOPs per conv MAC, training = 3x forward) and the ratio to this
+machine's float32 matmul ceiling, measured by the same process. The 1-minute load average is
+printed with every figure (other processes share the CPU).
+
+Usage:
+    python -m experiments.bench.train_step [--steps 3] [--runs full:1.0:64:2:0:0,...] [--json F]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from dltk_mm.networks import build_multistream, make_optimizer  # noqa: E402
+from experiments.bench.flops import matmul_ceiling, train_flops_per_sample  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("steps", 3, "Timed steps per configuration (after one warm-up per modality).")
+flags.DEFINE_list(
+    "runs",
+    ["full:1.0:64:2:0:0", "full:1.0:64:2:1:0", "quarter:0.25:64:4:0:0", "quarter:0.25:64:4:1:0",
+     "quarter:0.25:32:4:0:0", "quarter:0.25:48:4:0:0", "quarter:0.25:64:4:0:1"],
+    "Configurations name:width:patch:batch:xla(0/1):mixed_precision(0/1).",
+)
+flags.DEFINE_float("ceiling_seconds", 3.0, "Duration of the matmul-ceiling measurement.")
+flags.DEFINE_string("scheme", "v4", "Training scheme.")
+flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+
+
+def load_average() -> float:
+    """The 1-minute load average (NaN where unavailable)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: bool,
+            steps: int, ceiling: float, scheme: str) -> dict:
+    """Times ``steps`` routed training steps of one configuration."""
+    keras.utils.set_random_seed(0)
+    model = build_multistream(scheme, width=width,
+                              dtype_policy="mixed_float16" if mixed else None)
+    model.compile(optimizer=make_optimizer(scheme, loss_scale=mixed), jit_compile=xla)
+    step = tf.function(model.train_step, jit_compile=xla, reduce_retracing=True)
+    rng = np.random.default_rng(0)
+    batches = []
+    for index in range(len(model.modalities)):
+        image = tf.constant(rng.normal(size=(batch, patch, patch, patch, 1)).astype(np.float32))
+        label = tf.constant(rng.integers(0, 5, size=(batch, patch, patch, patch), dtype=np.int32))
+        batches.append((image, label, tf.fill([batch], index)))
+    start = time.perf_counter()
+    for data in batches:  # trace/compile, one step per modality
+        float(step(data)["loss"])
+    warmup = time.perf_counter() - start
+    load_before = load_average()
+    cpu_start = time.process_time()
+    start = time.perf_counter()
+    for i in range(steps):
+        logs = step(batches[i % len(batches)])
+    float(logs["loss"])  # one device->host read at the end
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    per_sample = train_flops_per_sample(model.build_config, (patch,) * 3)
+    patches_per_s = steps * batch / elapsed
+    gflops = per_sample * patches_per_s / 1e9
+    return {
+        "name": name, "width": width, "patch": patch, "batch": batch, "xla": xla,
+        "mixed_precision": mixed, "steps": steps, "warmup_s": round(warmup, 1),
+        "s_per_step": round(elapsed / steps, 3), "patches_per_s": round(patches_per_s, 3),
+        "gflop_per_patch": round(per_sample / 1e9, 2), "gflops": round(gflops, 1),
+        "ratio_to_ceiling": round(gflops / ceiling, 3),
+        "cpu_utilisation": round(cpu / elapsed, 2),
+        "load_average": round((load_before + load_average()) / 2, 2),
+    }
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    devices = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"TensorFlow {tf.__version__}, devices {[d.name for d in devices]}", flush=True)
+    load = load_average()
+    ceiling = matmul_ceiling(seconds=FLAGS.ceiling_seconds)
+    print(f"float32 matmul ceiling: {ceiling:.1f} GFLOP/s (load average {load:.2f})", flush=True)
+    results = []
+    for spec in FLAGS.runs:
+        name, width, patch, batch, xla, mixed = spec.split(":")
+        result = measure(name, float(width), int(patch), int(batch), xla == "1", mixed == "1",
+                         FLAGS.steps, ceiling, FLAGS.scheme)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    print("\n| config | width | patch | batch | XLA | mixed | s/step | patches/s | GFLOP/s | "
+          "ratio to ceiling | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['name']} | {r['width']} | {r['patch']}^3 | {r['batch']} | "
+              f"{'on' if r['xla'] else 'off'} | {'on' if r['mixed_precision'] else 'off'} | "
+              f"{r['s_per_step']} | {r['patches_per_s']} | {r['gflops']} | "
+              f"{r['ratio_to_ceiling']:.0%} | {r['load_average']} |")
+    if FLAGS.json:
+        with open(FLAGS.json, "w", encoding="utf-8") as f:
+            json.dump({"ceiling_gflops": ceiling, "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,102 @@
+"""Tables 1-3 put the paper's numbers beside the measured ones, with correct differences."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.paper import tables
+from experiments.paper.paper_results import (
+    ORGANS,
+    PAPER_DICE,
+    PAPER_OVERALL,
+    PAPER_SCHEMES,
+    paper_dice,
+)
+
+
+def synthetic_results() -> pd.DataFrame:
+    """Three subjects per modality, two seeds; Dice = base(scheme, modality, organ) + offsets."""
+    rows = []
+    bases = {"individual": 0.80, "v4": 0.70, "msbn": 0.60}
+    for scheme, base in bases.items():
+        for seed in (0, 1):
+            for modality in ("mr", "ct"):
+                for s, offset in enumerate((-0.1, 0.0, 0.1)):
+                    for o, organ in enumerate(ORGANS):
+                        dice = base + 0.01 * o + offset + (0.02 if modality == "ct" else 0.0)
+                        rows.append({"scheme": scheme, "fold": s % 2, "seed": seed,
+                                     "subject_id": f"{modality}_{s}", "modality": modality,
+                                     "organ": organ, "dice": dice, "hd95_mm": 2.0 + o,
+                                     "assd_mm": 0.5 if s else math.inf})
+    return pd.DataFrame(rows)
+
+
+def test_paper_table3_is_the_mean_of_tables_1_and_2() -> None:
+    for scheme in PAPER_SCHEMES:
+        values = [PAPER_DICE[m][o][scheme] for m in ("mr", "ct") for o in ORGANS]
+        assert np.mean(values) == pytest.approx(PAPER_OVERALL[scheme], abs=1e-3)  # rounding
+    assert paper_dice("mr", "liver", "individual") == 0.913
+    assert paper_dice("ct", "left_kidney", "v4") == 0.851
+    assert math.isnan(paper_dice("mr", "liver", "msbn"))
+
+
+def test_organ_table_means_paper_and_differences() -> None:
+    table = tables.organ_table(synthetic_results(), "mr")
+    assert list(table["scheme"].unique()) == ["individual", "v4", "msbn"]
+    row = table[(table["organ"] == "spleen") & (table["scheme"] == "individual")].iloc[0]
+    assert row["n"] == 6  # 3 subjects x 2 seeds
+    assert row["measured_mean"] == pytest.approx(0.81)
+    assert row["measured_std"] == pytest.approx(np.std([0.71, 0.81, 0.91] * 2, ddof=1))
+    assert row["paper"] == 0.772
+    assert row["difference"] == pytest.approx(0.81 - 0.772)
+    msbn = table[(table["organ"] == "liver") & (table["scheme"] == "msbn")].iloc[0]
+    assert math.isnan(msbn["paper"]) and math.isnan(msbn["difference"])
+    mean = table[(table["organ"] == tables.MEAN_ROW) & (table["scheme"] == "v4")].iloc[0]
+    assert mean["measured_mean"] == pytest.approx(0.715)
+    assert mean["paper"] == pytest.approx(np.mean([PAPER_DICE["mr"][o]["v4"] for o in ORGANS]))
+
+
+def test_overall_table_averages_modalities_like_the_paper() -> None:
+    table = tables.overall_table(synthetic_results()).set_index("scheme")
+    assert table.loc["v4", "mr_mean"] == pytest.approx(0.715)
+    assert table.loc["v4", "ct_mean"] == pytest.approx(0.735)
+    assert table.loc["v4", "measured_mean"] == pytest.approx(0.725)
+    assert table.loc["v4", "paper"] == 0.860
+    assert table.loc["v4", "difference"] == pytest.approx(0.725 - 0.860)
+    assert table.loc["individual", "n"] == 48
+    assert math.isnan(table.loc["msbn", "paper"])
+
+
+def test_written_markdown_and_csv_show_paper_numbers(tmp_path) -> None:
+    written = tables.write_tables(synthetic_results(), tmp_path, header="# header line")
+    assert {"table1_mr", "table2_ct", "table3_overall", "table_surface", "tables.md"} <= set(
+        written)
+    markdown = written["tables.md"].read_text()
+    assert markdown.startswith("# header line")
+    assert "Table 1 (MR)" in markdown and "Table 2 (CT)" in markdown and "Table 3" in markdown
+    # MR liver, Individual: measured 0.800, paper 0.913, difference -0.113
+    assert "| Liver | Individual | 6 | 0.800 ± 0.089 | 0.913 | -0.113 |" in markdown
+    # CT spleen, V4: measured 0.730, paper 0.859
+    assert "| Spleen | V4 | 6 | 0.730 ± 0.089 | 0.859 | -0.129 |" in markdown
+    # msbn has no paper numbers
+    assert "| Liver | MSBN | 6 | 0.600 ± 0.089 | - | - |" in markdown
+    assert "| V4 | 48 | 0.725 ± " in markdown and "| 0.860 | -0.135 |" in markdown
+    table2 = pd.read_csv(written["table2_ct"])
+    cell = table2[(table2["organ"] == "right_kidney") & (table2["scheme"] == "individual")]
+    assert cell["paper"].item() == pytest.approx(0.820)
+    assert cell["difference"].item() == pytest.approx(0.84 - 0.820)
+    surface = pd.read_csv(written["table_surface"])
+    cell = surface[(surface["modality"] == "mr") & (surface["organ"] == "liver")
+                   & (surface["scheme"] == "v4")].iloc[0]
+    assert cell["hd95_mean"] == pytest.approx(2.0)
+    assert cell["assd_mean"] == pytest.approx(0.5) and cell["missed"] == 0
+    assert "Surface distances" in markdown
+
+
+def test_missing_columns_are_named() -> None:
+    with pytest.raises(ValueError, match="dice"):
+        tables.organ_table(synthetic_results().drop(columns=["dice"]), "mr")
