@@ -1,7 +1,10 @@
 """Manifests: CSV files listing the volumes of a data set.
 
 Columns: ``subject_id, modality, image, label`` (``label`` optional, may be empty for prediction);
-extra columns (e.g. ``fold``) are kept. Relative paths are relative to the CSV's folder; absolute
+optional ``label_preset``: the label preset of that row's label file (e.g. ``btcv`` for BTCV CT
+rows and ``chaos`` for CHAOS MR rows in one manifest), overriding the preprocessing configuration's
+``label_preset`` where it is not empty (see :func:`row_label_preset`); extra columns (e.g.
+``fold``) are kept. Relative paths are relative to the CSV's folder; absolute
 paths are allowed. :func:`load_manifest` validates everything up front and raises one
 :class:`~dltk_mm.errors.InputDataError` listing every bad row (CSV line number and subject) with the
 fix.
@@ -10,16 +13,18 @@ fix.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from dltk_mm.errors import InputDataError
+from dltk_mm.io.labels import PRESETS
 from dltk_mm.io.readers import read_geometry
 
 REQUIRED_COLUMNS = ("subject_id", "modality", "image")
-OPTIONAL_COLUMNS = ("label",)
+OPTIONAL_COLUMNS = ("label", "label_preset")
+LABEL_PRESET_COLUMN = "label_preset"
 
 
 def _resolve(value: str, base: Path) -> Path:
@@ -42,7 +47,8 @@ def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = No
 
     Returns:
         DataFrame with columns subject_id, modality (lower-case), image and label as absolute path
-        strings (label None where absent), plus the CSV's extra columns.
+        strings (label None where absent), label_preset (lower-case, None where empty; only if
+        the CSV has that column), plus the CSV's extra columns.
 
     Raises:
         InputDataError: naming the CSV, each bad row (line number, subject) and the fix.
@@ -75,6 +81,7 @@ def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = No
     images: list[str] = []
     labels: list[str | None] = []
     rows_modality: list[str] = []
+    rows_preset: list[str | None] = []
     for position, record in enumerate(frame.to_dict("records")):
         line = position + 2  # line 1 is the header
         subject = str(record["subject_id"]).strip()
@@ -103,6 +110,11 @@ def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = No
         labels.append(str(label_path) if label_path else None)
         if image_path is None:
             problems.append(f"{where}: empty image path; give the image file of this volume")
+        preset = str(record.get(LABEL_PRESET_COLUMN, "")).strip().lower() or None
+        rows_preset.append(preset)
+        if preset is not None and preset not in PRESETS:
+            problems.append(f"{where}: unknown label_preset '{preset}'; use one of "
+                            f"{sorted(PRESETS)} or leave it empty for the configured preset")
         if require_labels and label_path is None:
             problems.append(f"{where}: no label; training and evaluation need a label file for "
                             "every row (fill the label column)")
@@ -138,8 +150,36 @@ def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = No
     frame["modality"] = rows_modality
     frame["image"] = images
     frame["label"] = pd.Series(labels, dtype=object, index=frame.index)
+    if LABEL_PRESET_COLUMN in frame.columns:
+        frame[LABEL_PRESET_COLUMN] = pd.Series(rows_preset, dtype=object, index=frame.index)
     frame.attrs["manifest_path"] = str(csv_path)
     return frame
+
+
+def row_label_preset(record: Mapping[str, object], default: str) -> str:
+    """The label preset of one manifest row: its ``label_preset`` column, else ``default``.
+
+    Args:
+        record: one manifest row (a ``DataFrame.to_dict("records")`` entry).
+        default: the preset of the preprocessing configuration.
+
+    Returns:
+        The lower-case preset name.
+
+    Raises:
+        InputDataError: an unknown preset name in the row (naming the subject and the valid ones).
+    """
+    value = record.get(LABEL_PRESET_COLUMN)
+    if value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip():
+        return default
+    preset = str(value).strip().lower()
+    if preset not in PRESETS:
+        raise InputDataError(
+            f"manifest row of subject {record.get('subject_id', '?')} "
+            f"({record.get('modality', '?')}): unknown label_preset '{preset}'; use one of "
+            f"{sorted(PRESETS)} or leave it empty for the configured preset"
+        )
+    return preset
 
 
 def write_manifest(frame: pd.DataFrame, path: str | os.PathLike, relative: bool = True) -> Path:

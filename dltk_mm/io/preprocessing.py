@@ -2,7 +2,8 @@
 
 Steps (paper defaults, every one configurable through :class:`PreprocessingConfig`):
 
-1. Read image and label (SimpleITK), map label ids to the project map with a label preset.
+1. Read image and label (SimpleITK), map label ids to the project map with a label preset (the
+   manifest row's ``label_preset`` column where given, else ``PreprocessingConfig.label_preset``).
 2. Reorient to the canonical LPS orientation (``sitk.DICOMOrient``; an exact axis permutation /
    flip), then resample onto an identity-direction grid of ``spacing_mm`` isotropic voxels (2 mm in
    the paper) that covers the same physical extent, centred on the original volume: linear
@@ -41,6 +42,7 @@ import dltk_mm
 from dltk_mm.errors import ConfigurationError, InputDataError
 from dltk_mm.io.geometry import Geometry
 from dltk_mm.io.labels import get_preset
+from dltk_mm.io.manifest import row_label_preset
 from dltk_mm.io.readers import read_image
 
 CANONICAL_ORIENTATION = "LPS"
@@ -540,7 +542,9 @@ def preprocess_manifest(manifest: pd.DataFrame, config: PreprocessingConfig | No
     """Preprocesses every row of a manifest (see :func:`dltk_mm.io.manifest.load_manifest`).
 
     Args:
-        manifest: rows with subject_id, modality, image and optional label (absolute paths).
+        manifest: rows with subject_id, modality, image and optional label (absolute paths) and
+            optional label_preset (overrides ``config.label_preset`` for that row where not
+            empty, e.g. ``btcv`` CT rows and ``chaos`` MR rows in one manifest).
         config: options (paper defaults when None).
         cache_dir: folder of the on-disk cache (None: no cache). Entries are keyed by a hash of
             the input files' identity (path, size, modification time), the options and the
@@ -549,12 +553,20 @@ def preprocess_manifest(manifest: pd.DataFrame, config: PreprocessingConfig | No
             (``volume.from_cache`` tells a cache hit).
 
     Returns:
-        The preprocessed volumes in manifest order.
+        The preprocessed volumes in manifest order; each ``volume.config`` holds the preset used.
+
+    Raises:
+        InputDataError: unreadable or inconsistent inputs, an unknown preset in a row.
     """
-    config = config or PreprocessingConfig()
+    base_config = config or PreprocessingConfig()
     volumes = []
     total = len(manifest)
     for done, record in enumerate(manifest.to_dict("records"), start=1):
+        # A row's label_preset column overrides the configured preset; the effective config is
+        # part of the cache key and is recorded in the volume.
+        preset = row_label_preset(record, base_config.label_preset)
+        config = base_config if preset == base_config.label_preset \
+            else dataclasses.replace(base_config, label_preset=preset)
         subject_id = str(record["subject_id"])
         modality = str(record["modality"]).lower()
         image_path = str(record["image"])

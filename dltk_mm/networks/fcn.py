@@ -6,11 +6,18 @@ of each strided), ``dec{n-2}..dec0`` (upscore units), ``head`` (1^3 conv to the 
 reused by every stream (literally the same object), a layer of a modality-specific block is created
 once per modality. Stateless layers (activations, pooling, padding, sums, upsampling) are created
 per stream.
+
+For the authors'-code schemes (``*_code``, :attr:`~dltk_mm.networks.schemes.Scheme.feature_source`
+set) the stream of a modality other than the feature source runs its leading specific encoder
+blocks twice: the feature source's copies compute the main path into the first shared block (or
+the decoder), the stream's own copies compute its skip connections (see
+:mod:`dltk_mm.networks.schemes`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -46,34 +53,71 @@ class LayerRegistry:
     modality-specific ones; layer names start with the block name (``enc1_unit0_conv0``). Names of
     specific layers carry the modality as a suffix (``enc1_unit0_conv0_mr``), shared ones do not.
 
+    A stream of an authors'-code scheme also *borrows* the feature source's copies of some blocks
+    (:meth:`provider` with ``copy_of``); those are recorded apart, in :meth:`borrowed_layers`.
+
     Args:
         scheme: the training scheme (a name or a :class:`Scheme`).
+        modalities: the model's modalities, if known; checked against the scheme's
+            ``feature_source``.
+
+    Raises:
+        ConfigurationError: the scheme takes features from a modality the model does not have.
     """
 
-    def __init__(self, scheme: str | Scheme) -> None:
+    def __init__(self, scheme: str | Scheme, modalities: Sequence[str] | None = None) -> None:
         self.scheme = get_scheme(scheme)
+        source = self.scheme.feature_source
+        if source is not None and modalities is not None and source not in modalities:
+            raise ConfigurationError(
+                f"scheme {self.scheme.name!r} (the authors' code) feeds the shared part with the "
+                f"{source!r} stream's features, but the modalities are {tuple(modalities)}: add "
+                f"{source!r} to the modalities or use the paper's scheme "
+                f"{self.scheme.name.removesuffix('_code')!r}"
+            )
         self.layers: dict[tuple[str, ...], keras.layers.Layer] = {}
         self.used: dict[str, dict[tuple[str, str], keras.layers.Layer]] = {}
+        self.borrowed: dict[str, dict[tuple[str, str], keras.layers.Layer]] = {}
 
-    def provider(self, block: str, modality: str) -> LayerProvider:
-        """The :class:`LayerProvider` of ``block`` in the stream of ``modality``."""
+    def provider(
+        self, block: str, modality: str, copy_of: str | None = None, prefix: str = ""
+    ) -> LayerProvider:
+        """The :class:`LayerProvider` of ``block`` in the stream of ``modality``.
+
+        Args:
+            block: the block name.
+            modality: the stream being built.
+            copy_of: hand out ``copy_of``'s copies of the block's specific layers instead of
+                ``modality``'s (the authors'-code schemes); recorded in :meth:`borrowed_layers`.
+            prefix: stripped from the requested layer names before the lookup (so that the
+                stateless layers of a second pass through a block get unique names).
+        """
+        owner = copy_of or modality
 
         def get(name: str, factory: LayerFactory, kind: str) -> keras.layers.Layer:
             if kind not in (CONV, BATCH_NORM):
                 raise ValueError(f"unknown layer kind {kind!r}")
+            name = name.removeprefix(prefix)
             specific = self.scheme.is_specific(block, batch_norm=kind == BATCH_NORM)
-            key = (block, name, modality) if specific else (block, name)
+            key = (block, name, owner) if specific else (block, name)
             if key not in self.layers:
-                self.layers[key] = factory(f"{name}_{modality}" if specific else name)
+                self.layers[key] = factory(f"{name}_{owner}" if specific else name)
             layer = self.layers[key]
-            self.used.setdefault(modality, {})[(block, name)] = layer
+            record = self.used if owner == modality else self.borrowed
+            record.setdefault(modality, {})[(block, name)] = layer
             return layer
 
         return get
 
     def stream_layers(self, modality: str) -> dict[tuple[str, str], keras.layers.Layer]:
-        """``(block, layer name) -> layer`` for each weighted layer of ``modality``'s stream."""
+        """``(block, layer name) -> layer`` for each weighted layer of ``modality``'s stream
+        (its own or shared copies; see :meth:`borrowed_layers` for the others)."""
         return dict(self.used.get(modality, {}))
+
+    def borrowed_layers(self, modality: str) -> dict[tuple[str, str], keras.layers.Layer]:
+        """``(block, layer name) -> layer`` of the feature source's copies that ``modality``'s
+        stream runs (authors'-code schemes; empty otherwise)."""
+        return dict(self.borrowed.get(modality, {}))
 
 
 @keras.saving.register_keras_serializable(package="dltk_mm")
@@ -148,14 +192,9 @@ def build_stream(
         "batch_norm_epsilon": batch_norm_epsilon,
     }
 
-    image = keras.Input(shape=(*input_shape, 1), name=f"image_{modality}")
-    x = registry.provider("stem", modality)(
-        "stem_conv", conv_factory(filters[0], kernel_size, strides[0]), CONV
-    )(image)
-    scales = [x]
-    for scale in range(1, len(filters)):
-        block = f"enc{scale}"
-        layers = registry.provider(block, modality)
+    def encode(scale: int, x: Any, layers: LayerProvider, prefix: str = "") -> Any:
+        if scale == 0:
+            return layers("stem_conv", conv_factory(filters[0], kernel_size, strides[0]), CONV)(x)
         for unit in range(num_res_units):
             x = residual_unit(
                 x,
@@ -165,10 +204,31 @@ def build_stream(
                 strided_kernel=strided_kernel,
                 leaky_relu_alpha=leaky_relu_alpha,
                 layers=layers,
-                name=f"{block}_unit{unit}",
+                name=f"{prefix}enc{scale}_unit{unit}",
                 **common,
             )
-        scales.append(x)
+        return x
+
+    # Authors'-code schemes: the leading specific blocks run as the feature source's copies on the
+    # main path (into the first shared block) and as this stream's own copies for the skips.
+    source = registry.scheme.feature_source
+    borrowed = registry.scheme.borrowed_blocks(modality)
+    prefix = f"{source}_copy_"
+    image = keras.Input(shape=(*input_shape, 1), name=f"image_{modality}")
+    x = own = image
+    scales = []
+    for scale in range(len(filters)):
+        block = "stem" if scale == 0 else f"enc{scale}"
+        if block in borrowed:
+            x = encode(scale, x, registry.provider(block, modality, source, prefix), prefix)
+            if scale < len(filters) - 1:  # a skip connection: from the stream's own copy
+                own = encode(scale, own, registry.provider(block, modality))
+                scales.append(own)
+            else:  # the deepest scale is never a skip: the own copy would be dead, not built
+                scales.append(x)
+        else:
+            x = encode(scale, x, registry.provider(block, modality))
+            scales.append(x)
     for scale in range(len(filters) - 2, -1, -1):
         block = f"dec{scale}"
         x = upscore_unit(

@@ -129,11 +129,27 @@ def forward_flops_per_sample(build_config: Mapping[str, Any], input_size: Sequen
     return 2.0 * sum(c.macs for c in conv_macs(build_config, input_size))
 
 
-def matmul_ceiling(size: int = 2048, seconds: float = 3.0, dtype: str = "float32") -> float:
-    """GFLOP/s of a loop of ``size x size`` float32 matrix products on the default device.
+@dataclasses.dataclass(frozen=True)
+class Ceiling:
+    """The measured float32 matmul rate.
+
+    Attributes:
+        gflops: GFLOP/s of wall-clock time (what the process got from the shared machine).
+        gflops_per_cpu_second: GFLOP per second of process CPU time, summed over its threads (the
+            per-core rate, nearly independent of other processes sharing the cores).
+        cpu_utilisation: process CPU seconds per wall second during the measurement.
+    """
+
+    gflops: float
+    gflops_per_cpu_second: float
+    cpu_utilisation: float
+
+
+def matmul_ceiling(size: int = 2048, seconds: float = 3.0, dtype: str = "float32") -> Ceiling:
+    """The rate of a loop of ``size x size`` matrix products on the default device.
 
     A chain of 8 products per ``tf.function`` call (no host round trip inside), repeated for about
-    ``seconds`` after a warm-up call; the best of the timed calls is not used, the mean is.
+    ``seconds`` after a warm-up call; the mean over the timed calls.
     """
     a = tf.random.stateless_normal((size, size), seed=(1, 2), dtype=dtype) / math.sqrt(size)
     b = tf.random.stateless_normal((size, size), seed=(3, 4), dtype=dtype) / math.sqrt(size)
@@ -147,6 +163,7 @@ def matmul_ceiling(size: int = 2048, seconds: float = 3.0, dtype: str = "float32
 
     run(a).numpy()
     calls = 0
+    cpu_start = time.process_time()
     start = time.perf_counter()
     while True:
         run(a).numpy()
@@ -154,7 +171,10 @@ def matmul_ceiling(size: int = 2048, seconds: float = 3.0, dtype: str = "float32
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             break
-    return 2.0 * size**3 * chain * calls / elapsed / 1e9
+    cpu = time.process_time() - cpu_start
+    flops = 2.0 * size**3 * chain * calls
+    return Ceiling(gflops=flops / elapsed / 1e9, gflops_per_cpu_second=flops / cpu / 1e9,
+                   cpu_utilisation=cpu / elapsed)
 
 
 def main() -> None:
@@ -179,7 +199,9 @@ def main() -> None:
           f"{train_flops_per_sample(model.build_config, (args.patch,) * 3) / 1e9:.1f} GFLOP per "
           "sample")
     if args.ceiling:
-        print(f"matmul ceiling: {matmul_ceiling():.1f} GFLOP/s")
+        ceiling = matmul_ceiling()
+        print(f"matmul ceiling: {ceiling.gflops:.1f} GFLOP/s wall, "
+              f"{ceiling.gflops_per_cpu_second:.1f} GFLOP per CPU-second")
 
 
 if __name__ == "__main__":

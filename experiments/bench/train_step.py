@@ -16,9 +16,12 @@ Usage:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -29,7 +32,11 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from dltk_mm.networks import build_multistream, make_optimizer  # noqa: E402
-from experiments.bench.flops import matmul_ceiling, train_flops_per_sample  # noqa: E402
+from experiments.bench.flops import (  # noqa: E402
+    Ceiling,
+    matmul_ceiling,
+    train_flops_per_sample,
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 3, "Timed steps per configuration (after one warm-up per modality).")
@@ -42,6 +49,10 @@ flags.DEFINE_list(
 flags.DEFINE_float("ceiling_seconds", 3.0, "Duration of the matmul-ceiling measurement.")
 flags.DEFINE_string("scheme", "v4", "Training scheme.")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+flags.DEFINE_integer("timeout", 300, "Seconds allowed per configuration (each runs in its own "
+                     "process; XLA compilation of the full-width step on a CPU can exceed it).")
+flags.DEFINE_string("single", None, "Internal: measure this one configuration in this process.")
+flags.DEFINE_string("ceiling_json", None, "Internal: the parent's measured ceiling.")
 
 
 def load_average() -> float:
@@ -53,7 +64,7 @@ def load_average() -> float:
 
 
 def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: bool,
-            steps: int, ceiling: float, scheme: str) -> dict:
+            steps: int, ceiling: Ceiling, scheme: str) -> dict:
     """Times ``steps`` routed training steps of one configuration."""
     keras.utils.set_random_seed(0)
     model = build_multistream(scheme, width=width,
@@ -86,7 +97,10 @@ def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: b
         "mixed_precision": mixed, "steps": steps, "warmup_s": round(warmup, 1),
         "s_per_step": round(elapsed / steps, 3), "patches_per_s": round(patches_per_s, 3),
         "gflop_per_patch": round(per_sample / 1e9, 2), "gflops": round(gflops, 1),
-        "ratio_to_ceiling": round(gflops / ceiling, 3),
+        "ratio_to_ceiling": round(gflops / ceiling.gflops, 3),
+        "gflop_per_cpu_s": round(per_sample * steps * batch / cpu / 1e9, 1),
+        "cpu_ratio_to_ceiling": round(per_sample * steps * batch / cpu / 1e9
+                                      / ceiling.gflops_per_cpu_second, 3),
         "cpu_utilisation": round(cpu / elapsed, 2),
         "load_average": round((load_before + load_average()) / 2, 2),
     }
@@ -94,30 +108,55 @@ def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: b
 
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.single:
+        name, width, patch, batch, xla, mixed = FLAGS.single.split(":")
+        ceiling = Ceiling(**json.loads(FLAGS.ceiling_json))
+        result = measure(name, float(width), int(patch), int(batch), xla == "1", mixed == "1",
+                         FLAGS.steps, ceiling, FLAGS.scheme)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
     devices = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"TensorFlow {tf.__version__}, devices {[d.name for d in devices]}", flush=True)
     load = load_average()
     ceiling = matmul_ceiling(seconds=FLAGS.ceiling_seconds)
-    print(f"float32 matmul ceiling: {ceiling:.1f} GFLOP/s (load average {load:.2f})", flush=True)
+    print(f"float32 matmul ceiling: {ceiling.gflops:.1f} GFLOP/s wall, "
+          f"{ceiling.gflops_per_cpu_second:.1f} GFLOP per CPU-second, CPU utilisation "
+          f"{ceiling.cpu_utilisation:.2f} (load average {load:.2f})", flush=True)
     results = []
     for spec in FLAGS.runs:
-        name, width, patch, batch, xla, mixed = spec.split(":")
-        result = measure(name, float(width), int(patch), int(batch), xla == "1", mixed == "1",
-                         FLAGS.steps, ceiling, FLAGS.scheme)
+        command = [sys.executable, "-m", "experiments.bench.train_step", f"--single={spec}",
+                   f"--steps={FLAGS.steps}", f"--scheme={FLAGS.scheme}",
+                   f"--ceiling_json={json.dumps(dataclasses.asdict(ceiling))}"]
+        try:
+            output = subprocess.run(command, capture_output=True, text=True, check=True,
+                                    timeout=FLAGS.timeout).stdout
+            result = json.loads(output.split("RESULT ", 1)[1])
+        except subprocess.TimeoutExpired:
+            name, width, patch, batch, xla, mixed = spec.split(":")
+            result = {"name": name, "width": float(width), "patch": int(patch),
+                      "batch": int(batch), "xla": xla == "1", "mixed_precision": mixed == "1",
+                      "error": f"not finished within {FLAGS.timeout} s (compilation + "
+                               f"{FLAGS.steps} steps)", "load_average": round(load_average(), 2)}
         results.append(result)
         print(json.dumps(result), flush=True)
     print("\n| config | width | patch | batch | XLA | mixed | s/step | patches/s | GFLOP/s | "
-          "ratio to ceiling | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "ratio (wall) | GFLOP/CPU-s | ratio (CPU) | CPU util. | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
+        if "error" in r:
+            print(f"| {r['name']} | {r['width']} | {r['patch']}^3 | {r['batch']} | "
+                  f"{'on' if r['xla'] else 'off'} | {'on' if r['mixed_precision'] else 'off'} | "
+                  f"{r['error']} | | | | | | | {r['load_average']} |")
+            continue
         print(f"| {r['name']} | {r['width']} | {r['patch']}^3 | {r['batch']} | "
               f"{'on' if r['xla'] else 'off'} | {'on' if r['mixed_precision'] else 'off'} | "
               f"{r['s_per_step']} | {r['patches_per_s']} | {r['gflops']} | "
-              f"{r['ratio_to_ceiling']:.0%} | {r['load_average']} |")
+              f"{r['ratio_to_ceiling']:.0%} | {r['gflop_per_cpu_s']} | "
+              f"{r['cpu_ratio_to_ceiling']:.0%} | {r['cpu_utilisation']} | {r['load_average']} |")
     if FLAGS.json:
         with open(FLAGS.json, "w", encoding="utf-8") as f:
-            json.dump({"ceiling_gflops": ceiling, "results": results}, f, indent=2)
+            json.dump({"ceiling": dataclasses.asdict(ceiling), "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ ORGAN_TITLES: dict[str, str] = {
 #: The schemes in the paper's column order.
 PAPER_SCHEMES: tuple[str, ...] = ("individual", "joint", "v1", "v2", "v3", "v4")
 
-#: Display names of the schemes (the paper's column headers; msbn is this project's addition).
+#: Display names of the schemes (the paper's column headers; msbn and the authors'-code variants
+#: are this project's additions).
 SCHEME_TITLES: dict[str, str] = {
     "individual": "Individual",
     "joint": "Joint",
@@ -34,6 +35,9 @@ SCHEME_TITLES: dict[str, str] = {
     "v3": "V3",
     "v4": "V4",
     "msbn": "MSBN",
+    "v1_code": "V1 (code)",
+    "v2_code": "V2 (code)",
+    "v4_code": "V4 (code)",
 }
 
 #: Table 1 (MR) and Table 2 (CT): modality -> organ -> scheme -> mean Dice.

@@ -27,8 +27,15 @@ from experiments.paper.paper_results import PAPER_SCHEMES
 #: Folder of the flagfiles (common.cfg and one <scheme>.cfg per scheme).
 CONFIG_DIR = Path(__file__).resolve().parent
 
-#: Schemes with a flagfile: the paper's six plus msbn.
+#: The paper's six plus msbn (the smoke preset runs all of them).
 ALL_SCHEMES: tuple[str, ...] = (*PAPER_SCHEMES, "msbn")
+
+#: The authors'-code variants (dltk_mm.networks.schemes): never run by default, only when named
+#: with ``--schemes`` (e.g. ``--schemes=v4,v4_code``).
+CODE_SCHEMES: tuple[str, ...] = ("v1_code", "v2_code", "v4_code")
+
+#: Schemes with a flagfile, i.e. every scheme ``--schemes`` accepts.
+AVAILABLE_SCHEMES: tuple[str, ...] = (*ALL_SCHEMES, *CODE_SCHEMES)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,7 +50,7 @@ from experiments.paper import figures as figures_lib  # noqa: E402
 from experiments.paper import tables as tables_lib  # noqa: E402
 from experiments.paper.paper_results import ORGANS  # noqa: E402
 from experiments.paper.presets import (  # noqa: E402
-    ALL_SCHEMES,
+    AVAILABLE_SCHEMES,
     CONFIG_DIR,
     PRESETS,
     Preset,
@@ -581,9 +581,10 @@ def run_benchmark(settings: BenchmarkSettings, callbacks: Sequence[Any] = (),
     results_dir = Path(settings.results_dir).expanduser().resolve()
     settings = dataclasses.replace(settings, results_dir=results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    unknown = [s for s in settings.effective_schemes if s not in ALL_SCHEMES]
+    unknown = [s for s in settings.effective_schemes if s not in AVAILABLE_SCHEMES]
     if unknown:
-        raise ConfigurationError(f"unknown scheme(s) {unknown}; choose from {list(ALL_SCHEMES)}")
+        raise ConfigurationError(
+            f"unknown scheme(s) {unknown}; choose from {list(AVAILABLE_SCHEMES)}")
     manifest = resolve_manifest(settings)
     runs = plan_runs(settings, manifest)
     outcomes: list[RunOutcome] = []
@@ -644,7 +645,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("results_dir", None, "Output folder (default: results/<preset>).",
                         flag_values=fv)
     flags.DEFINE_list("schemes", None, "Schemes (default: the preset's); from "
-                      f"{list(ALL_SCHEMES)}.", flag_values=fv)
+                      f"{list(AVAILABLE_SCHEMES)} (*_code: the authors' code's wiring).",
+                      flag_values=fv)
     flags.DEFINE_list("folds", None, "Held-out folds (default: the preset's, else all).",
                       flag_values=fv)
     flags.DEFINE_list("seeds", None, "Training seeds, one repetition each (default: the "

@@ -7,7 +7,14 @@ from absl import app
 
 from dltk_mm.errors import ConfigurationError
 from experiments.paper import run
-from experiments.paper.presets import ALL_SCHEMES, PRESETS, get_preset, scheme_flagfiles
+from experiments.paper.presets import (
+    ALL_SCHEMES,
+    AVAILABLE_SCHEMES,
+    CODE_SCHEMES,
+    PRESETS,
+    get_preset,
+    scheme_flagfiles,
+)
 
 
 def settings(tmp_path, preset: str = "paper", overrides: tuple[str, ...] = ()
@@ -16,7 +23,7 @@ def settings(tmp_path, preset: str = "paper", overrides: tuple[str, ...] = ()
                                  train_overrides=overrides)
 
 
-@pytest.mark.parametrize("scheme", ALL_SCHEMES)
+@pytest.mark.parametrize("scheme", AVAILABLE_SCHEMES)
 def test_scheme_flagfiles_hold_the_paper_settings(tmp_path, scheme: str) -> None:
     config = run.train_config(scheme, 1, 2, tmp_path / "m.csv", tmp_path / "run",
                               settings(tmp_path))
@@ -52,6 +59,16 @@ def test_presets_and_command_line_overrides_layer_in_order(tmp_path) -> None:
     assert overridden.steps == 7 and overridden.network.strided_kernel == "code"
     assert overridden.pipeline.patch_size == (16, 16, 16)
     assert PRESETS["smoke"].schemes == ALL_SCHEMES and "msbn" not in PRESETS["paper"].schemes
+
+
+def test_code_variants_have_flagfiles_but_never_run_by_default() -> None:
+    from dltk_mm.networks import SCHEMES
+
+    assert set(AVAILABLE_SCHEMES) == set(SCHEMES)
+    assert set(CODE_SCHEMES) == {name for name in SCHEMES if name.endswith("_code")}
+    for preset in PRESETS.values():
+        assert not set(CODE_SCHEMES) & set(preset.schemes), preset.name
+    assert [f.name for f in scheme_flagfiles("v4_code")] == ["common.cfg", "v4_code.cfg"]
 
 
 def test_bad_override_names_the_flag(tmp_path) -> None:

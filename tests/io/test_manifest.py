@@ -10,7 +10,7 @@ import pytest
 
 from dltk_mm.errors import InputDataError
 from dltk_mm.io.geometry import Geometry
-from dltk_mm.io.manifest import load_manifest, write_manifest
+from dltk_mm.io.manifest import load_manifest, row_label_preset, write_manifest
 from dltk_mm.io.readers import write_volume
 
 GRID = Geometry.from_orientation("LAS", (1.5, 1.5, 6.0), (-100.0, 90.0, -40.0), (8, 7, 5))
@@ -128,6 +128,39 @@ def test_image_and_label_on_different_grids(tmp_path: Path, label_grid: Geometry
     assert str(image) in message and str(label) in message and word in message
     assert "resample the label" in message
     assert len(load_manifest(csv, check_grids=False)) == 1
+
+
+def test_label_preset_column(tmp_path: Path) -> None:
+    _write_pair(tmp_path, "a")
+    _write_pair(tmp_path, "b")
+    csv = _csv(tmp_path / "m.csv", """
+subject_id,modality,image,label,label_preset
+a,ct,images/a.nii.gz,labels/a.nii.gz, BTCV
+b,mr,images/b.nii.gz,labels/b.nii.gz,chaos
+c,mr,images/b.nii.gz,labels/b.nii.gz,
+""")
+    frame = load_manifest(csv)
+    assert list(frame["label_preset"]) == ["btcv", "chaos", None]
+    assert row_label_preset(frame.iloc[2].to_dict(), "amos") == "amos"
+    assert row_label_preset(frame.iloc[0].to_dict(), "amos") == "btcv"
+    assert "label_preset" not in load_manifest(_csv(
+        tmp_path / "plain.csv", "subject_id,modality,image\na,ct,images/a.nii.gz")).columns
+
+
+def test_unknown_label_preset_names_the_line(tmp_path: Path) -> None:
+    _write_pair(tmp_path, "a")
+    csv = _csv(tmp_path / "m.csv", """
+subject_id,modality,image,label_preset
+a,ct,images/a.nii.gz,btcv
+b,mr,images/a.nii.gz,chaos_t2
+""")
+    with pytest.raises(InputDataError) as error:
+        load_manifest(csv)
+    message = str(error.value)
+    assert "line 3 (subject b): unknown label_preset 'chaos_t2'" in message
+    assert "'amos', 'btcv', 'chaos'" in message and "line 2" not in message
+    with pytest.raises(InputDataError, match="subject b .*unknown label_preset 'x'"):
+        row_label_preset({"subject_id": "b", "modality": "mr", "label_preset": "x"}, "identity")
 
 
 def test_write_manifest_round_trip(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 from dltk_mm.errors import ConfigurationError, InputDataError
 from dltk_mm.io.geometry import Geometry
+from dltk_mm.io.labels import get_preset
 from dltk_mm.io.manifest import load_manifest
 from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
 from dltk_mm.io.preprocessing import (
@@ -423,3 +424,61 @@ def test_real_intensities(real_volumes: list[PreprocessedVolume]) -> None:
             assert hounsfield.min() >= -1000.0 - 1e-2
             liver = np.median(hounsfield[volume.label == 1])
             assert 0.0 < liver < 200.0, (volume.subject_id, liver)  # soft tissue in HU
+
+
+# ------------------------------------------------------------------------------ per-row presets
+
+
+def _relabelled(frame: pd.DataFrame, presets: dict[str, str], folder: Path) -> pd.DataFrame:
+    """Copies of the rows whose label files are written in each modality's preset ids."""
+    folder.mkdir()
+    rows = frame.copy()
+    labels = []
+    for modality, path in zip(rows["modality"], rows["label"], strict=True):
+        source = read_volume(path)
+        inverse = get_preset(presets[modality]).inverse()
+        ids = np.zeros(256, np.uint8)
+        for project_id, preset_id in inverse.items():
+            ids[project_id] = preset_id
+        target = folder / f"{modality}_{Path(path).name}"
+        write_volume(ids[source.array], target, source.geometry)
+        labels.append(str(target))
+    rows["label"] = labels
+    return rows
+
+
+def test_label_preset_column_mixes_btcv_ct_and_chaos_mr(tmp_path: Path,
+                                                        phantom_manifest: pd.DataFrame) -> None:
+    originals = pd.concat([phantom_manifest[phantom_manifest["modality"] == m].iloc[:1]
+                           for m in ("ct", "mr")], ignore_index=True)
+    rows = _relabelled(originals, {"ct": "btcv", "mr": "chaos"}, tmp_path / "labels")
+    assert set(np.unique(read_volume(rows["label"][1]).array)) == {0, 63, 126, 189, 252}
+    config = PreprocessingConfig()  # identity: only the column makes these labels readable
+    with pytest.raises(InputDataError, match="label"):
+        preprocess_manifest(rows, config)
+    rows["label_preset"] = ["btcv", "CHAOS"]
+    cache = tmp_path / "cache"
+    mixed = preprocess_manifest(rows, config, cache)
+    expected = preprocess_manifest(originals, config)
+    for volume, reference in zip(mixed, expected, strict=True):
+        np.testing.assert_array_equal(volume.label, reference.label)
+        np.testing.assert_array_equal(volume.image, reference.image)
+        assert set(np.unique(volume.label)) == {0, 1, 2, 3, 4}
+    assert [v.config.label_preset for v in mixed] == ["btcv", "chaos"]
+    assert all(v.from_cache for v in preprocess_manifest(rows, config, cache))
+    # The effective preset is part of the cache key: the same CT row read with "amos" (same ids
+    # for these organs) is a miss; an empty cell with the configured preset "btcv" is a hit.
+    ct = rows.iloc[:1].copy()
+    ct["label_preset"] = ["amos"]
+    assert not preprocess_manifest(ct, config, cache)[0].from_cache
+    ct["label_preset"] = [""]
+    hit = preprocess_manifest(ct, PreprocessingConfig(label_preset="btcv"), cache)[0]
+    assert hit.from_cache and hit.config.label_preset == "btcv"
+
+
+def test_unknown_label_preset_in_a_row(tmp_path: Path, phantom_manifest: pd.DataFrame) -> None:
+    rows = phantom_manifest.iloc[:1].copy()
+    rows["label_preset"] = ["btvc"]
+    with pytest.raises(InputDataError, match="unknown label_preset 'btvc'.*'btcv'.*'chaos'"):
+        preprocess_manifest(rows, PreprocessingConfig(), tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()

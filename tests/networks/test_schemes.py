@@ -26,11 +26,13 @@ EXPECTED_SPECIFIC = {
     "v4": {"stem", "enc1", "enc2", "enc3"} | DECODER,
     "msbn": set(),
 }
+# The authors'-code variants (tests/networks/test_code_variants.py), selected only by name.
+CODE_VARIANTS = {"v1_code", "v2_code", "v4_code"}
 TINY = {"filters": (2, 4, 4, 4, 8), "num_res_units": 2}
 
 
 def test_table_matches_spec() -> None:
-    assert set(SCHEMES) == set(EXPECTED_SPECIFIC)
+    assert set(SCHEMES) == set(EXPECTED_SPECIFIC) | CODE_VARIANTS
     assert BLOCK_NAMES == ("stem", "enc1", "enc2", "enc3", "enc4", "dec3", "dec2", "dec1", "dec0",
                            "head")
     for name, specific in EXPECTED_SPECIFIC.items():

@@ -180,12 +180,12 @@ def test_multi_worker_two_processes_stay_identical_and_resume(setup: dict) -> No
     assert prefix is not None and checkpoint_step(prefix) == STEPS
     assert (model_dir / "config.json").is_file() and (model_dir / "history.csv").is_file()
 
-    (r0, j0), (r1, j1) = run(STEPS + 2, "resumed")
+    (r0, j0), (r1, j1) = run(STEPS + 1, "resumed")
     assert j0["initial_step"] == j1["initial_step"] == STEPS
-    assert j0["step"] == j1["step"] == STEPS + 2 and j0["optimizer_iterations"] == STEPS + 2
+    assert j0["step"] == j1["step"] == STEPS + 1 and j0["optimizer_iterations"] == STEPS + 1
     _assert_identical(r0, r1)
     assert any(not np.array_equal(w0[k], r0[k]) for k in w0)  # it trained on
-    assert checkpoint_step(latest_checkpoint(model_dir)) == STEPS + 2
+    assert checkpoint_step(latest_checkpoint(model_dir)) == STEPS + 1
 
 
 def test_mirrored_two_logical_cpus_stay_identical_and_resume(setup: dict) -> None:
@@ -206,9 +206,9 @@ def test_mirrored_two_logical_cpus_stay_identical_and_resume(setup: dict) -> Non
     _assert_identical(*replicas)
     assert checkpoint_step(latest_checkpoint(model_dir)) == STEPS
 
-    resumed, info = run(STEPS + 2, "resumed")
-    assert info["initial_step"] == STEPS and info["step"] == STEPS + 2
-    assert info["optimizer_iterations"] == STEPS + 2
+    resumed, info = run(STEPS + 1, "resumed")
+    assert info["initial_step"] == STEPS and info["step"] == STEPS + 1
+    assert info["optimizer_iterations"] == STEPS + 1
     _assert_identical(*resumed)
     assert any(not np.array_equal(replicas[0][k], resumed[0][k]) for k in replicas[0])
 
