@@ -14,6 +14,7 @@ from typing import Protocol
 import keras
 import tensorflow as tf
 
+from dltk_mm.core.strided_conv import StridedConv3D
 from dltk_mm.errors import ConfigurationError
 
 LayerFactory = Callable[[str], keras.layers.Layer]
@@ -113,11 +114,14 @@ def conv_factory(
 ) -> LayerFactory:
     """Factory of the convolutions used throughout (spec section 2).
 
-    No bias, LeCun-uniform initialisation, 'same' padding, channels-last.
+    No bias, LeCun-uniform initialisation, 'same' padding, channels-last. Strided convolutions
+    are :class:`~dltk_mm.core.strided_conv.StridedConv3D` (a ``Conv3D`` with the same weights
+    and results, computed as space-to-depth + stride-1 convolution for fast CPU gradients).
     """
+    layer_class = StridedConv3D if any(s > 1 for s in strides) else keras.layers.Conv3D
 
     def make(name: str) -> keras.layers.Layer:
-        return keras.layers.Conv3D(
+        return layer_class(
             filters,
             tuple(kernel_size),
             strides=tuple(strides),

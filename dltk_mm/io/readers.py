@@ -194,11 +194,7 @@ def read_image(path: str | os.PathLike, pixel_type: int | None = None,
             _check_nifti_complete(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()
-        raise InputDataError(
-            f"{path}: cannot be read as an image ({reason[-1] if reason else 'unknown error'}); "
-            f"check that it is a complete, uncorrupted volume ({_formats_hint()})"
-        ) from error
+        raise _unreadable(path, error) from error
     image = _to_3d(image, path)
     if check_values:
         check_finite(sitk.GetArrayViewFromImage(image), path)
@@ -210,6 +206,15 @@ def read_image(path: str | os.PathLike, pixel_type: int | None = None,
     if pixel_type is not None and image.GetPixelID() != pixel_type:
         image = sitk.Cast(image, pixel_type)
     return image
+
+
+def _unreadable(path: Path, error: RuntimeError) -> InputDataError:
+    """The error for a file SimpleITK cannot read, with ITK's last message line."""
+    reason = str(error).strip().splitlines()
+    return InputDataError(
+        f"{path}: cannot be read as an image ({reason[-1] if reason else 'unknown error'}); "
+        f"check that it is a complete, uncorrupted volume ({_formats_hint()})"
+    )
 
 
 def read_geometry(path: str | os.PathLike) -> Geometry:
@@ -227,11 +232,7 @@ def read_geometry(path: str | os.PathLike) -> Geometry:
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()
-        raise InputDataError(
-            f"{path}: cannot be read as an image ({reason[-1] if reason else 'unknown error'}); "
-            f"check that it is a complete, uncorrupted volume ({_formats_hint()})"
-        ) from error
+        raise _unreadable(path, error) from error
     dimension = reader.GetDimension()
     if dimension == 4 and reader.GetSize()[3] == 1:
         dimension = 3

@@ -176,7 +176,7 @@ def build_multistream(
         "input_shape": None if input_shape is None else list(input_shape),
         "name": name,
     }
-    registry = LayerRegistry(scheme_obj)
+    registry = LayerRegistry(scheme_obj, modalities=modalities)
     previous_policy = keras.config.dtype_policy()
     if dtype_policy is not None:
         keras.config.set_dtype_policy(dtype_policy)
