@@ -47,7 +47,8 @@ from dltk_mm.io.readers import read_image
 
 CANONICAL_ORIENTATION = "LPS"
 NORMALISATIONS = ("per_volume", "per_slice")
-CACHE_FORMAT_VERSION = 1
+NORMALISATION_REGIONS = ("field_of_view", "organ_crop")
+CACHE_FORMAT_VERSION = 2
 
 
 def is_ct(modality: str) -> bool:
@@ -67,6 +68,11 @@ class PreprocessingConfig:
         crop_margin_mm: margin added on every side of the organ box, in mm.
         ct_clip_min: CT values below this (HU) are clipped (paper: -1000); None disables.
         normalisation: ``"per_volume"`` (paper) or ``"per_slice"`` (authors' code: per axial slice).
+        normalisation_region: where the z-score statistics are computed: ``"field_of_view"``
+            (default: the whole resampled volume, before the organ crop, so that prediction -
+            which has no labels and therefore no crop - sees the same intensities as training)
+            or ``"organ_crop"`` (after the crop, the literal order of the paper's sentence; a
+            model trained so is only consistent on volumes cropped the same way).
         label_preset: label preset name (see :mod:`dltk_mm.io.labels`).
         allow_unknown_labels: map label ids unknown to the preset to background instead of failing.
         std_epsilon: lower bound of the standard deviation used by the z-score.
@@ -77,6 +83,7 @@ class PreprocessingConfig:
     crop_margin_mm: float = 10.0
     ct_clip_min: float | None = -1000.0
     normalisation: str = "per_volume"
+    normalisation_region: str = "field_of_view"
     label_preset: str = "identity"
     allow_unknown_labels: bool = False
     std_epsilon: float = 1e-6
@@ -89,6 +96,10 @@ class PreprocessingConfig:
         if self.normalisation not in NORMALISATIONS:
             raise ConfigurationError(
                 f"unknown normalisation {self.normalisation!r}; choose one of {NORMALISATIONS}")
+        if self.normalisation_region not in NORMALISATION_REGIONS:
+            raise ConfigurationError(
+                f"unknown normalisation_region {self.normalisation_region!r}; choose one of "
+                f"{NORMALISATION_REGIONS}")
         get_preset(self.label_preset)
 
     def to_dict(self) -> dict[str, Any]:
@@ -352,12 +363,16 @@ def preprocess_volume(image_path: str | os.PathLike, label_path: str | os.PathLi
                             label_path)
     else:
         crop = CropBox((0, 0, 0), grid.shape)
+    # 4. intensities (z-score over the whole field of view or over the crop), then the crop
+    if config.normalisation_region == "field_of_view":
+        image_array, norm_stats = normalise_intensities(image_array, config.normalisation,
+                                                        config.std_epsilon)
     image_array = image_array[crop.slices()]
+    if config.normalisation_region == "organ_crop":
+        image_array, norm_stats = normalise_intensities(image_array, config.normalisation,
+                                                        config.std_epsilon)
     if label_array is not None:
         label_array = np.ascontiguousarray(label_array[crop.slices()])
-    # 4. intensities
-    image_array, norm_stats = normalise_intensities(image_array, config.normalisation,
-                                                    config.std_epsilon)
     stats.update(norm_stats)
     volume = PreprocessedVolume(
         subject_id=str(subject_id), modality=modality, image=np.ascontiguousarray(image_array),
