@@ -22,12 +22,18 @@ from dltk_mm.cli._common import (
 )
 from dltk_mm.io.labels import PRESETS
 from dltk_mm.io.manifest import load_manifest
-from dltk_mm.io.preprocessing import NORMALISATIONS, PreprocessingConfig, preprocess_manifest
+from dltk_mm.io.preprocessing import (
+    NORMALISATIONS,
+    PreprocessingConfig,
+    default_cache_dir,
+    preprocess_manifest,
+)
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("manifest", None, "Manifest CSV (subject_id, modality, image[, label]).")
-flags.DEFINE_string("cache_dir", None, "Folder of the preprocessing cache (.npz + .json).")
+flags.DEFINE_string("cache_dir", None, "Folder of the preprocessing cache (.npz + .json); "
+                    "default: <manifest folder>/.dltk_mm_cache, the folder dltk-mm-train reads.")
 flags.DEFINE_float("spacing_mm", 2.0, "Isotropic voxel size in mm (paper: 2).")
 flags.DEFINE_enum("normalisation", "per_volume", list(NORMALISATIONS),
                   "Z-score per volume (paper) or per axial slice (authors' code).")
@@ -41,7 +47,7 @@ flags.DEFINE_float("crop_margin_mm", 10.0, "Margin around the organ box, mm.")
 flags.DEFINE_float("ct_clip_min", -1000.0, "CT values below this (HU) are clipped.")
 flags.DEFINE_list("modalities", None, "Allowed modalities (default: any), e.g. ct,mr.")
 flags.DEFINE_bool("require_labels", False, "Fail if a row has no label file.")
-require_flags("manifest", "cache_dir")
+require_flags("manifest")
 validate_positive("spacing_mm")
 validate_positive("crop_margin_mm", allow_zero=True)
 
@@ -57,8 +63,8 @@ def main(argv: list[str]) -> None:
         allow_unknown_labels=FLAGS.allow_unknown_labels)
     manifest = load_manifest(FLAGS.manifest, modalities=FLAGS.modalities,
                              require_labels=FLAGS.require_labels)
-    print(f"preprocessing {len(manifest)} volume(s) from {FLAGS.manifest} into "
-          f"{FLAGS.cache_dir}")
+    cache_dir = FLAGS.cache_dir or default_cache_dir(FLAGS.manifest)
+    print(f"preprocessing {len(manifest)} volume(s) from {FLAGS.manifest} into {cache_dir}")
     bar = ProgressBar(len(manifest))
 
     def progress(done: int, total: int, volume) -> None:  # noqa: ANN001
@@ -66,7 +72,7 @@ def main(argv: list[str]) -> None:
         state = "cache hit" if volume.from_cache else "done"
         bar.update(done, f"{volume.subject_id} ({volume.modality}) {state}")
 
-    volumes = preprocess_manifest(manifest, config, FLAGS.cache_dir, progress=progress)
+    volumes = preprocess_manifest(manifest, config, cache_dir, progress=progress)
     rows = [(v.subject_id, v.modality, "x".join(map(str, v.image.shape)),
              "x".join(f"{s:g}" for s in v.geometry.spacing),
              v.source_geometry.orientation,

@@ -13,6 +13,8 @@ _LAZY_NAMES: dict[str, str] = {
     "ChannelZeroPadding": "dltk_mm.core.residual_unit",
     "LayerProvider": "dltk_mm.core.residual_unit",
     "LinearUpsampling3D": "dltk_mm.core.upsampling",
+    "StridedConv3D": "dltk_mm.core.strided_conv",
+    "space_to_depth_conv3d": "dltk_mm.core.strided_conv",
     "cross_entropy_loss": "dltk_mm.core.losses",
     "dice_cross_entropy_loss": "dltk_mm.core.losses",
     "dice_loss": "dltk_mm.core.losses",

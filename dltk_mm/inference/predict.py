@@ -334,7 +334,20 @@ class VolumePrediction:
 
 
 def prediction_preprocessing(config: PreprocessingConfig) -> PreprocessingConfig:
-    """Training's preprocessing without the organ crop (no label at prediction time)."""
+    """Training's preprocessing without the organ crop (no label at prediction time).
+
+    A model trained on organ-cropped volumes (the paper's protocol, ``crop_to_organs=True``) has
+    never seen what lies outside the organ box; a warning says so, since its predictions there are
+    unreliable (train with ``--nocrop_to_organs`` for whole-volume prediction).
+    """
+    if config.crop_to_organs:
+        logging.log_first_n(
+            logging.WARNING,
+            "this model was trained on volumes cropped to the organ box (paper protocol); whole "
+            "volumes are predicted, and false positives outside that box are likely. Train with "
+            "--nocrop_to_organs for whole-volume prediction.",
+            1,
+        )
     return dataclasses.replace(config, crop_to_organs=False)
 
 

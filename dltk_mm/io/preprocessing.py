@@ -48,6 +48,8 @@ from dltk_mm.io.readers import read_image
 CANONICAL_ORIENTATION = "LPS"
 NORMALISATIONS = ("per_volume", "per_slice")
 NORMALISATION_REGIONS = ("field_of_view", "organ_crop")
+DEFAULT_CACHE_NAME = ".dltk_mm_cache"
+"""Name of the default cache folder, beside the manifest (preprocess and train commands)."""
 CACHE_FORMAT_VERSION = 2
 
 
@@ -603,3 +605,8 @@ def preprocess_manifest(manifest: pd.DataFrame, config: PreprocessingConfig | No
         if progress is not None:
             progress(done, total, volume)
     return volumes
+
+
+def default_cache_dir(manifest_path: str | os.PathLike) -> Path:
+    """The default preprocessing cache of a manifest: ``<manifest folder>/.dltk_mm_cache``."""
+    return Path(manifest_path).expanduser().resolve().parent / DEFAULT_CACHE_NAME

@@ -44,7 +44,7 @@ from dltk_mm.inference.sliding_window import sliding_window_inference
 from dltk_mm.io.labels import LABEL_NAMES
 from dltk_mm.io.manifest import load_manifest
 from dltk_mm.io.pipeline import interleaved_dataset
-from dltk_mm.io.preprocessing import PreprocessedVolume, preprocess_manifest
+from dltk_mm.io.preprocessing import PreprocessedVolume, default_cache_dir, preprocess_manifest
 from dltk_mm.networks.multistream import MultiStreamModel, make_optimizer
 from dltk_mm.training.callbacks import (
     HISTORY_FILE,
@@ -79,7 +79,6 @@ CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.csv"
 CACHE_SUBDIR = "cache"
 PREVIOUS_PREFIX = "previous_"
-DEFAULT_CACHE_NAME = ".dltk_mm_cache"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,7 +281,7 @@ def resolve_cache_dir(config: TrainConfig, model_dir: str | os.PathLike) -> Path
     when that folder is writable, else ``<model_dir>/cache``."""
     if config.cache_dir is not None:
         return Path(config.cache_dir).expanduser()
-    candidate = Path(config.manifest).expanduser().resolve().parent / DEFAULT_CACHE_NAME
+    candidate = default_cache_dir(config.manifest)
     try:
         candidate.mkdir(exist_ok=True)
         if os.access(candidate, os.W_OK):

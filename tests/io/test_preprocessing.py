@@ -502,3 +502,10 @@ def test_unknown_label_preset_in_a_row(tmp_path: Path, phantom_manifest: pd.Data
     with pytest.raises(InputDataError, match="unknown label_preset 'btvc'.*'btcv'.*'chaos'"):
         preprocess_manifest(rows, PreprocessingConfig(), tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def test_default_cache_dir_is_beside_the_manifest(tmp_path: Path) -> None:
+    from dltk_mm.io.preprocessing import default_cache_dir
+
+    assert default_cache_dir(tmp_path / "data" / "manifest.csv") == (
+        tmp_path / "data" / ".dltk_mm_cache").resolve()
