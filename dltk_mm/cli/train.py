@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
-from absl import app, flags, logging
+from absl import app, flags
 
 from dltk_mm.cli._common import handle_errors
 from dltk_mm.io.augmentation import AugmentationConfig
@@ -320,8 +320,6 @@ class ConsoleReporter(TrainingCallback):
 def main(argv: list[str]) -> int:
     """Trains per the flags; returns the exit status."""
     del argv
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # the console output says what happens
     config = config_from_flags(FLAGS)
     result = train(config, FLAGS.model_dir, callbacks=[ConsoleReporter()], restart=FLAGS.restart)
     if result.interrupted_by is not None:

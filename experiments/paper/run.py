@@ -40,10 +40,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from dltk_mm.cli import train as train_cli  # noqa: E402
-from dltk_mm.errors import ConfigurationError, DltkMmError, InputDataError  # noqa: E402
+from dltk_mm.cli._common import handle_errors  # noqa: E402
+from dltk_mm.errors import ConfigurationError, InputDataError  # noqa: E402
 from dltk_mm.training.callbacks import TrainingCallback  # noqa: E402
 from dltk_mm.training.config import TrainConfig  # noqa: E402
 from experiments.paper import figures as figures_lib  # noqa: E402
@@ -754,18 +755,12 @@ def _print_summary(report: BenchmarkReport) -> None:
     sys.stdout.flush()
 
 
+@handle_errors
 def main(argv: list[str]) -> int:
     """Runs the benchmark per the flags; returns the exit status."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected positional arguments: {argv[1:]}; use --flags")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    try:
-        settings = settings_from_flags(FLAGS, _TRAIN_OVERRIDES)
-        report = run_benchmark(settings, aggregate_only=FLAGS.aggregate_only)
-    except DltkMmError as error:
-        sys.stderr.write(f"error: {error}\n")
-        return 2
+    del argv
+    settings = settings_from_flags(FLAGS, _TRAIN_OVERRIDES)
+    report = run_benchmark(settings, aggregate_only=FLAGS.aggregate_only)
     if report.interrupted_by is not None:
         return EXIT_INTERRUPTED.get(report.interrupted_by, 128 + int(report.interrupted_by))
     if not report.files:
