@@ -367,7 +367,7 @@ def test_cache_hit_miss_and_invalidation(tmp_path: Path, phantom_manifest: pd.Da
             "dltk_mm_version"} <= set(metadata)
     assert metadata["provenance"]["image"]["size"] > 0
     assert "mtime_ns" in metadata["provenance"]["image"]
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="absl"):
         second = preprocess_manifest(frame, config, cache)
     assert all(v.from_cache for v in second)
     assert sum("cache hit" in r.getMessage() for r in caplog.records) == 2
