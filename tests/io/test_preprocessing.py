@@ -155,6 +155,17 @@ def test_phantoms_cover_four_orientations(phantom_volumes: list[PreprocessedVolu
                                                                         "LPS"}
 
 
+def _assert_organ_volumes_preserved(volumes: list[PreprocessedVolume]) -> None:
+    """Every organ's physical volume survives resampling and cropping within tolerance."""
+    for volume in volumes:
+        source = read_volume(volume.label_path)
+        before = _organ_volumes_ml(source.array, source.geometry)
+        after = _organ_volumes_ml(volume.label, volume.geometry)
+        for organ in ORGANS:
+            assert abs(after[organ] - before[organ]) <= _volume_tolerance_ml(before[organ]), \
+                (volume.subject_id, organ, before[organ], after[organ])
+
+
 def test_phantom_grids_and_world_positions(phantom_volumes: list[PreprocessedVolume]) -> None:
     for volume in phantom_volumes:
         _check_grid(volume)
@@ -162,13 +173,7 @@ def test_phantom_grids_and_world_positions(phantom_volumes: list[PreprocessedVol
 
 
 def test_phantom_organ_volumes_preserved(phantom_volumes: list[PreprocessedVolume]) -> None:
-    for volume in phantom_volumes:
-        source = read_volume(volume.label_path)
-        before = _organ_volumes_ml(source.array, source.geometry)
-        after = _organ_volumes_ml(volume.label, volume.geometry)
-        for organ in ORGANS:
-            assert abs(after[organ] - before[organ]) <= _volume_tolerance_ml(before[organ]), \
-                (volume.subject_id, organ, before[organ], after[organ])
+    _assert_organ_volumes_preserved(phantom_volumes)
 
 
 def test_phantom_crop_keeps_every_organ_voxel(phantom_volumes: list[PreprocessedVolume]) -> None:
@@ -417,13 +422,7 @@ def test_real_orientations_and_world_positions(real_volumes: list[PreprocessedVo
 
 
 def test_real_organ_volumes_and_crop(real_volumes: list[PreprocessedVolume]) -> None:
-    for volume in real_volumes:
-        source = read_volume(volume.label_path)
-        before = _organ_volumes_ml(source.array, source.geometry)
-        after = _organ_volumes_ml(volume.label, volume.geometry)
-        for organ in ORGANS:
-            assert abs(after[organ] - before[organ]) <= _volume_tolerance_ml(before[organ]), \
-                (volume.subject_id, organ, before[organ], after[organ])
+    _assert_organ_volumes_preserved(real_volumes)
     for volume in real_volumes[::3]:  # a few (each one preprocesses again)
         _check_crop(volume)
 
