@@ -10,8 +10,8 @@ still wins over both (see ``experiments/paper/README.md``):
 * ``cpu``: the same architecture (five scales, three residual units each, the paper's kernels) at a
   quarter of the width, 32^3 patches at 2 mm, batch 4 and fewer steps, so that one model trains in
   about an hour on two CPU cores and still learns real anatomy; one seed by default.
-* ``smoke``: minutes on a fresh machine or in CI: a tiny network (one residual unit per scale),
-  16^3 patches at 4 mm, batch 4, 80 steps, one fold and one seed, all six schemes plus ``msbn``. It
+* ``smoke``: minutes on a fresh machine or in CI: a small network (one residual unit per scale),
+  24^3 patches at 4 mm, batch 4, 300 steps, one fold and one seed, all six schemes plus ``msbn``. It
   proves the whole benchmark runs and writes every table and figure; its numbers mean nothing.
 """
 
@@ -95,21 +95,21 @@ PRESETS: dict[str, Preset] = {
     ),
     "smoke": Preset(
         name="smoke",
-        description="minutes, for a fresh machine or CI: tiny network (1 residual unit per "
-                    "scale), 16^3 patches at 4 mm, 80 steps, fold 0, seed 0, phantoms",
+        description="minutes, for a fresh machine or CI: small network (1 residual unit per "
+                    "scale), 24^3 patches at 4 mm, 300 steps, fold 0, seed 0, phantoms",
         train_flags={
-            "filters": "4,8,8,16,16",
+            "filters": "8,16,16,32,32",
             "num_res_units": "1",
             "spacing_mm": "4.0",
             "crop_margin_mm": "8.0",
-            "patch_size": "16",
+            "patch_size": "24",
             "batch_size": "4",
-            "jitter": "-4,3",
+            "jitter": "-6,5",
             "shuffle_buffer": "32",
-            "steps": "80",
-            "validation_interval": "80",
-            "checkpoint_interval": "40",
-            "log_interval": "10",
+            "steps": "300",
+            "validation_interval": "300",
+            "checkpoint_interval": "100",
+            "log_interval": "25",
             "validation_batch_size": "8",
         },
         schemes=ALL_SCHEMES,

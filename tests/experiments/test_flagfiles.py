@@ -46,7 +46,7 @@ def test_scheme_flagfiles_hold_the_paper_settings(tmp_path, scheme: str) -> None
 def test_presets_and_command_line_overrides_layer_in_order(tmp_path) -> None:
     smoke = run.train_config("v4", 0, 0, tmp_path / "m.csv", tmp_path / "run",
                              settings(tmp_path, "smoke"))
-    assert smoke.steps == 80 and smoke.pipeline.patch_size == (16, 16, 16)
+    assert smoke.steps == 300 and smoke.pipeline.patch_size == (24, 24, 24)
     assert smoke.preprocessing.spacing_mm == 4.0 and smoke.network.num_res_units == 1
     assert smoke.effective_learning_rate == pytest.approx(1e-4)  # the scheme file still applies
     cpu = run.train_config("joint", 0, 0, tmp_path / "m.csv", tmp_path / "run",
