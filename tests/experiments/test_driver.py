@@ -15,7 +15,8 @@ from experiments.paper import run
 from experiments.paper.presets import get_preset
 
 TINY = ("--filters=2,4,4,4,8", "--batch_size=2", "--steps=4", "--checkpoint_interval=2",
-        "--validation_interval=4", "--log_interval=2", "--validation_batch_size=4")
+        "--validation_interval=4", "--log_interval=2", "--validation_batch_size=4",
+        "--patch_size=16", "--jitter=-4,3")
 
 
 class SigtermAt(TrainingCallback):

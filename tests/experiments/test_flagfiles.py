@@ -57,7 +57,7 @@ def test_presets_and_command_line_overrides_layer_in_order(tmp_path) -> None:
         "v4", 0, 0, tmp_path / "m.csv", tmp_path / "run",
         settings(tmp_path, "smoke", ("--steps=7", "--strided_kernel=code")))
     assert overridden.steps == 7 and overridden.network.strided_kernel == "code"
-    assert overridden.pipeline.patch_size == (16, 16, 16)
+    assert overridden.pipeline.patch_size == (24, 24, 24)
     assert PRESETS["smoke"].schemes == ALL_SCHEMES and "msbn" not in PRESETS["paper"].schemes
 
 
