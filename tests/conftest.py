@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import dltk_mm  # noqa: E402,F401  (its TensorFlow defaults, before any test imports TensorFlow)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

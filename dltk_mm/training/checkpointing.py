@@ -105,16 +105,8 @@ def restore_checkpoint(
         ConfigurationError: when the checkpoint does not match the model (another configuration).
     """
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(**_trackables(model, optimizer, step, iterator))
-    try:
-        status = checkpoint.read(prefix)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as error:
-        raise ConfigurationError(
-            f"checkpoint {prefix} does not match this model/optimizer ({str(error)[:500]}); was "
-            "it written with another configuration?"
-        ) from error
+    _read_matching(tf.train.Checkpoint(**_trackables(model, optimizer, step, iterator)), prefix,
+                   f"checkpoint {prefix} does not match this model/optimizer")
     return int(step.numpy())
 
 
@@ -124,14 +116,23 @@ def restore_weights(prefix: str, model: keras.Model) -> None:
     Raises:
         ConfigurationError: when the checkpoint does not hold every variable of ``model``.
     """
+    _read_matching(tf.train.Checkpoint(model=model_trackable(model)), prefix,
+                   f"weights {prefix} do not match this model")
+
+
+def _read_matching(checkpoint: tf.train.Checkpoint, prefix: str, mismatch: str) -> None:
+    """Reads ``prefix`` into ``checkpoint``, every one of its objects required to be found there.
+
+    Raises:
+        ConfigurationError: ``mismatch`` and the reason, when something is missing or unreadable.
+    """
     try:
-        status = tf.train.Checkpoint(model=model_trackable(model)).read(prefix)
+        status = checkpoint.read(prefix)
         status.expect_partial()
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         raise ConfigurationError(
-            f"weights {prefix} do not match this model ({str(error)[:500]}); was it written with "
-            "another configuration?"
+            f"{mismatch} ({str(error)[:500]}); was it written with another configuration?"
         ) from error
 
 

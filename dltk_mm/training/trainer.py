@@ -28,7 +28,7 @@ import datetime
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -448,10 +448,14 @@ def _is_empty(metric: keras.metrics.Metric) -> bool:
     return count is not None and float(keras.ops.convert_to_numpy(count)) == 0
 
 
-def _step_logs(model: MultiStreamModel, logs: Mapping[str, Any]) -> dict[str, float]:
-    """Running mean losses since the last record, without modalities not seen since then."""
-    empty = {m.name for m in model.metrics if _is_empty(m)}
-    return {k: float(v) for k, v in logs.items() if k not in empty}
+def _step_logs(logs: Mapping[str, Any], seen: Collection[str]) -> dict[str, float]:
+    """Running mean losses since the last record, without modalities not trained since then.
+
+    ``logs`` are the tensors a step returned and ``seen`` the modalities trained since the last
+    record (known on the host from the modality cycle): nothing else is read from the device.
+    """
+    return {k: float(v) for k, v in logs.items()
+            if not k.startswith("loss_") or k[len("loss_"):] in seen}
 
 
 def _loss_record(model: MultiStreamModel) -> dict[str, float]:
@@ -629,15 +633,35 @@ def train(
             all_callbacks.on_train_begin(info)
             for metric in model.metrics:
                 metric.reset_state()
+            # The losses of step k are read (a device->host copy) only after step k+1 has been
+            # dispatched, so that the host never waits for the device between two steps; a record,
+            # validation or checkpoint step reads its own losses at once (it synchronises anyway).
+            pending: list[tuple[int, Mapping[str, Any], frozenset[str]]] = []
+            seen: set[str] = set()
+
+            def report_steps() -> None:
+                while pending:
+                    at_step, step_logs, trained = pending.pop(0)
+                    all_callbacks.on_step_end(at_step, _step_logs(step_logs, trained))
+
             while step < config.steps:
                 logs = step_fn(next(iterator))
                 step += 1
-                all_callbacks.on_step_end(step, _step_logs(model, logs))
+                seen.add(order[(step - 1) % len(order)])
+                report_steps()  # the previous step's
+                pending.append((step, logs, frozenset(seen)))
                 final = step == config.steps
+                records_now = step % config.log_interval == 0 or final or stopper.received
+                validates_now = has_validation and (step % config.validation_interval == 0
+                                                    or final)
+                saves_now = step % config.checkpoint_interval == 0 or final or stopper.received
+                if records_now or validates_now or saves_now:
+                    report_steps()
                 record: dict[str, float] = {}
-                if step % config.log_interval == 0 or final or stopper.received:
+                if records_now:
                     record.update(_loss_record(model))
-                if has_validation and (step % config.validation_interval == 0 or final):
+                    seen.clear()
+                if validates_now:
                     all_callbacks.on_validation_begin(
                         step, sum(len(v) for v in validation_volumes.values()))
                     last_validation = validate(
@@ -657,7 +681,7 @@ def train(
                 if record:
                     record["time"] = time.time()
                     all_callbacks.on_record(step, record)
-                if step % config.checkpoint_interval == 0 or final or stopper.received:
+                if saves_now:
                     all_callbacks.on_checkpoint(step, save_state(step))
                 if stopper.received:
                     interrupted_by = stopper.received

@@ -102,6 +102,9 @@ def main(argv: list[str]) -> None:
         ceiling, ceiling_cpu = measured.gflops, measured.gflops_per_cpu_second
         print(f"float32 matmul ceiling: {ceiling:.1f} GFLOP/s wall, "
               f"{measured.gflops_per_cpu_second:.1f} GFLOP per CPU-second", flush=True)
+    from dltk_mm.runtime import onednn_enabled
+
+    print(f"oneDNN CPU kernels {'on' if onednn_enabled() else 'off'}", flush=True)
     results = []
     for size in FLAGS.sizes:
         command = [sys.executable, "-m", "experiments.bench.predict", f"--single={size}",

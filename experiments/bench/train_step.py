@@ -32,6 +32,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from dltk_mm.networks import build_multistream, make_optimizer  # noqa: E402
+from dltk_mm.runtime import onednn_enabled  # noqa: E402
 from experiments.bench.flops import (  # noqa: E402
     Ceiling,
     matmul_ceiling,
@@ -117,7 +118,8 @@ def main(argv: list[str]) -> None:
         return
     devices = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"TensorFlow {tf.__version__}, devices {[d.name for d in devices]}", flush=True)
+          f"TensorFlow {tf.__version__}, devices {[d.name for d in devices]}, oneDNN CPU kernels "
+          f"{'on' if onednn_enabled() else 'off'}", flush=True)
     load = load_average()
     ceiling = matmul_ceiling(seconds=FLAGS.ceiling_seconds)
     print(f"float32 matmul ceiling: {ceiling.gflops:.1f} GFLOP/s wall, "

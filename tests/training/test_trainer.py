@@ -35,6 +35,7 @@ class Recorder(TrainingCallback):
     def __init__(self) -> None:
         self.info = None
         self.steps: list[int] = []
+        self.step_logs: dict[int, dict[str, float]] = {}
         self.validations = []
         self.checkpoints: list[tuple[int, str]] = []
         self.result = None
@@ -44,6 +45,7 @@ class Recorder(TrainingCallback):
 
     def on_step_end(self, step, logs) -> None:
         self.steps.append(step)
+        self.step_logs[step] = dict(logs)
         assert all(math.isfinite(v) for v in logs.values())
 
     def on_validation_end(self, step, result) -> None:
@@ -108,6 +110,26 @@ def test_trains_exactly_the_steps_and_writes_the_model_dir(run) -> None:
     assert set(split.modality) == {"mr", "ct"}
     assert sorted(sum(recorder.info.validation_subjects.values(), [])) == sorted(
         split.subject_id[split.role == "validation"])
+
+
+def test_step_logs_hold_the_modalities_trained_since_the_last_record(run) -> None:
+    """Losses are read one step late (no device sync per step) yet belong to their own step."""
+    _, model_dir, _, recorder = run
+    # joint, order mr, ct, mr, ...; records every 2 steps reset the running means.
+    assert {step: set(logs) for step, logs in recorder.step_logs.items()} == {
+        1: {"loss", "loss_mr"}, 2: {"loss", "loss_mr", "loss_ct"},
+        3: {"loss", "loss_mr"}, 4: {"loss", "loss_mr", "loss_ct"},
+        5: {"loss", "loss_mr"}, 6: {"loss", "loss_mr", "loss_ct"},
+    }
+    with (model_dir / "history.csv").open() as handle:
+        rows = {int(r["step"]): r for r in csv.DictReader(handle)}
+    for step in (2, 4, 6):
+        for key in ("loss", "loss_mr", "loss_ct"):
+            assert recorder.step_logs[step][key] == pytest.approx(float(rows[step][key]), rel=1e-6)
+    for step in (3, 5):  # the first step after a record: its own MR loss alone
+        logs = recorder.step_logs[step]
+        assert logs["loss"] == pytest.approx(logs["loss_mr"], rel=1e-6)
+    assert recorder.step_logs[1]["loss_mr"] != recorder.step_logs[3]["loss_mr"]
 
 
 def test_validation_dice_per_organ_and_modality(run) -> None:
