@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 _LAZY_NAMES: dict[str, str] = {
+    "BatchNormalization3D": "dltk_mm.core.batch_norm",
     "ChannelZeroPadding": "dltk_mm.core.residual_unit",
     "LayerProvider": "dltk_mm.core.residual_unit",
     "LinearUpsampling3D": "dltk_mm.core.upsampling",

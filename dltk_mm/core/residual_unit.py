@@ -14,6 +14,7 @@ from typing import Protocol
 import keras
 import tensorflow as tf
 
+from dltk_mm.core.batch_norm import BatchNormalization3D
 from dltk_mm.core.strided_conv import StridedConv3D
 from dltk_mm.errors import ConfigurationError
 
@@ -138,7 +139,7 @@ def batch_norm_factory(momentum: float, epsilon: float) -> LayerFactory:
     """Factory of batch-norm layers (Keras defaults: momentum 0.99, epsilon 1e-3; spec 2)."""
 
     def make(name: str) -> keras.layers.Layer:
-        return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)
+        return BatchNormalization3D(momentum=momentum, epsilon=epsilon, name=name)
 
     return make
 

@@ -1,14 +1,18 @@
-"""Strided 3-D convolution computed as space-to-depth + stride-1 convolution.
+"""Strided 3-D convolution, computed as space-to-depth + stride-1 convolution where that is faster.
 
-TensorFlow's CPU gradients of a *strided* 3-D convolution (``Conv3DBackpropFilterV2`` /
-``Conv3DBackpropInputV2``) take a slow generic path, 20-150x the cost of the forward convolution
-(experiments/bench/README.md, "Training step"). A strided convolution is exactly a stride-1
-convolution of a space-to-depth rearrangement of its input (block size = stride) with a
-rearranged kernel, whose forward pass and gradients use the fast stride-1 kernels.
+TensorFlow's generic (Eigen) CPU gradients of a *strided* 3-D convolution
+(``Conv3DBackpropFilterV2`` / ``Conv3DBackpropInputV2``) take a slow path, 20-150x the cost of the
+forward convolution (experiments/bench/README.md, "Training step"). A strided convolution is
+exactly a stride-1 convolution of a space-to-depth rearrangement of its input (block size =
+stride) with a rearranged kernel, whose forward pass and gradients use the fast stride-1 kernels.
+oneDNN's CPU kernels (on by default in dltk_mm, :mod:`dltk_mm.runtime`) and cuDNN have fast
+strided gradients of their own; there the rearrangement only adds two transposes (the full-width
+strided units trained 1.8x slower through it with oneDNN), so :class:`StridedConv3D` uses it only
+where neither is in use (:func:`space_to_depth_is_faster`).
 
 :class:`StridedConv3D` is a :class:`keras.layers.Conv3D` (same weights, same variable names and
-shapes, same config) whose convolution is computed that way. It is used for the strided first
-convolution of the residual units (Valindria et al. 2018, section 3; spec section 2).
+shapes, same config, same results). It is used for the strided first convolution of the residual
+units (Valindria et al. 2018, section 3; spec section 2).
 """
 
 from __future__ import annotations
@@ -17,6 +21,18 @@ import keras
 import tensorflow as tf
 
 from dltk_mm.errors import ConfigurationError
+from dltk_mm.runtime import onednn_enabled
+
+
+def space_to_depth_is_faster() -> bool:
+    """Whether strided convolutions run faster through :func:`space_to_depth_conv3d` here.
+
+    True only for TensorFlow's generic CPU kernels: no GPU visible and oneDNN off
+    (``TF_ENABLE_ONEDNN_OPTS=0``, or TensorFlow imported before dltk_mm on a CPU without AVX-512).
+    """
+    if tf.config.list_logical_devices("GPU"):
+        return False
+    return not onednn_enabled()
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -83,12 +99,13 @@ def space_to_depth_conv3d(
 
 @keras.saving.register_keras_serializable(package="dltk_mm")
 class StridedConv3D(keras.layers.Conv3D):
-    """A 'same'-padded, channels-last strided :class:`keras.layers.Conv3D` via space-to-depth.
+    """A 'same'-padded, channels-last strided :class:`keras.layers.Conv3D`, fast on every backend.
 
     Same arguments, weights (``kernel`` of shape ``(kz, ky, kx, in, filters)``, optional
     ``bias``), config and results as ``keras.layers.Conv3D(..., padding="same")``; only the
-    computation differs (see :func:`space_to_depth_conv3d`), so that forward and backward passes
-    use TensorFlow's fast stride-1 kernels.
+    computation may differ: where :func:`space_to_depth_is_faster` (decided when the layer is
+    traced) it is :func:`space_to_depth_conv3d`, so that forward and backward passes use
+    TensorFlow's fast stride-1 kernels.
 
     Args:
         filters: output channels.
@@ -135,7 +152,7 @@ class StridedConv3D(keras.layers.Conv3D):
             raise ConfigurationError(f"StridedConv3D does not support groups, got {self.groups}")
 
     def convolution_op(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-        """The 'same' strided convolution, computed by :func:`space_to_depth_conv3d`."""
-        if all(s == 1 for s in self.strides):
+        """The 'same' strided convolution (:func:`space_to_depth_conv3d` where that is faster)."""
+        if all(s == 1 for s in self.strides) or not space_to_depth_is_faster():
             return super().convolution_op(inputs, kernel)
         return space_to_depth_conv3d(inputs, kernel, tuple(self.strides))

@@ -131,25 +131,32 @@ def forward_flops_per_sample(build_config: Mapping[str, Any], input_size: Sequen
 
 @dataclasses.dataclass(frozen=True)
 class Ceiling:
-    """The measured float32 matmul rate.
+    """The measured float32 matmul rate (medians over timed calls).
 
     Attributes:
         gflops: GFLOP/s of wall-clock time (what the process got from the shared machine).
         gflops_per_cpu_second: GFLOP per second of process CPU time, summed over its threads (the
             per-core rate, nearly independent of other processes sharing the cores).
         cpu_utilisation: process CPU seconds per wall second during the measurement.
+        gflops_min: the slowest call's wall rate (with ``gflops_max``, the spread of the machine).
+        gflops_max: the fastest call's wall rate.
     """
 
     gflops: float
     gflops_per_cpu_second: float
     cpu_utilisation: float
+    gflops_min: float = float("nan")
+    gflops_max: float = float("nan")
 
 
-def matmul_ceiling(size: int = 2048, seconds: float = 3.0, dtype: str = "float32") -> Ceiling:
-    """The rate of a loop of ``size x size`` matrix products on the default device.
+def matmul_ceiling(size: int = 2048, calls: int = 7, dtype: str = "float32") -> Ceiling:
+    """The rate of chains of ``size x size`` matrix products on the default device.
 
-    A chain of 8 products per ``tf.function`` call (no host round trip inside), repeated for about
-    ``seconds`` after a warm-up call; the mean over the timed calls.
+    Each ``tf.function`` call runs a chain of 8 products (no host round trip inside, ~137 GFLOP
+    at the default size); after a warm-up call, ``calls`` calls are timed one by one and the
+    medians of their wall and CPU rates are reported. Medians, because the rate of a shared
+    virtual machine varies from call to call (on the 2-core machine of experiments/bench/README.md
+    by about +-10 %).
     """
     a = tf.random.stateless_normal((size, size), seed=(1, 2), dtype=dtype) / math.sqrt(size)
     b = tf.random.stateless_normal((size, size), seed=(3, 4), dtype=dtype) / math.sqrt(size)
@@ -162,19 +169,21 @@ def matmul_ceiling(size: int = 2048, seconds: float = 3.0, dtype: str = "float32
         return x
 
     run(a).numpy()
-    calls = 0
-    cpu_start = time.process_time()
-    start = time.perf_counter()
-    while True:
+    flops = 2.0 * size**3 * chain
+    wall_rates, cpu_rates, utilisation = [], [], []
+    for _ in range(calls):
+        cpu_start = time.process_time()
+        start = time.perf_counter()
         run(a).numpy()
-        calls += 1
         elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            break
-    cpu = time.process_time() - cpu_start
-    flops = 2.0 * size**3 * chain * calls
-    return Ceiling(gflops=flops / elapsed / 1e9, gflops_per_cpu_second=flops / cpu / 1e9,
-                   cpu_utilisation=cpu / elapsed)
+        cpu = time.process_time() - cpu_start
+        wall_rates.append(flops / elapsed / 1e9)
+        cpu_rates.append(flops / cpu / 1e9)
+        utilisation.append(cpu / elapsed)
+    return Ceiling(gflops=float(np.median(wall_rates)),
+                   gflops_per_cpu_second=float(np.median(cpu_rates)),
+                   cpu_utilisation=float(np.median(utilisation)),
+                   gflops_min=min(wall_rates), gflops_max=max(wall_rates))
 
 
 def main() -> None:

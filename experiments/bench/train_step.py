@@ -34,7 +34,6 @@ from absl import app, flags  # noqa: E402
 from dltk_mm.networks import build_multistream, make_optimizer  # noqa: E402
 from dltk_mm.runtime import onednn_enabled  # noqa: E402
 from experiments.bench.flops import (  # noqa: E402
-    Ceiling,
     matmul_ceiling,
     train_flops_per_sample,
 )
@@ -47,13 +46,13 @@ flags.DEFINE_list(
      "quarter:0.25:32:4:0:0", "quarter:0.25:48:4:0:0", "quarter:0.25:64:4:0:1"],
     "Configurations name:width:patch:batch:xla(0/1):mixed_precision(0/1).",
 )
-flags.DEFINE_float("ceiling_seconds", 3.0, "Duration of the matmul-ceiling measurement.")
+flags.DEFINE_integer("ceiling_calls", 7, "Timed calls of the matmul-ceiling measurement (each "
+                     "configuration measures it right before its own timed steps).")
 flags.DEFINE_string("scheme", "v4", "Training scheme.")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.DEFINE_integer("timeout", 300, "Seconds allowed per configuration (each runs in its own "
                      "process; XLA compilation of the full-width step on a CPU can exceed it).")
 flags.DEFINE_string("single", None, "Internal: measure this one configuration in this process.")
-flags.DEFINE_string("ceiling_json", None, "Internal: the parent's measured ceiling.")
 
 
 def load_average() -> float:
@@ -65,8 +64,12 @@ def load_average() -> float:
 
 
 def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: bool,
-            steps: int, ceiling: Ceiling, scheme: str) -> dict:
-    """Times ``steps`` routed training steps of one configuration."""
+            steps: int, ceiling_calls: int, scheme: str) -> dict:
+    """Times ``steps`` routed training steps of one configuration.
+
+    The matmul ceiling is measured in the same process right after the warm-up, so that the
+    ratio compares two rates taken under the same conditions.
+    """
     keras.utils.set_random_seed(0)
     model = build_multistream(scheme, width=width,
                               dtype_policy="mixed_float16" if mixed else None)
@@ -82,6 +85,7 @@ def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: b
     for data in batches:  # trace/compile, one step per modality
         float(step(data)["loss"])
     warmup = time.perf_counter() - start
+    ceiling = matmul_ceiling(calls=ceiling_calls)
     load_before = load_average()
     cpu_start = time.process_time()
     start = time.perf_counter()
@@ -103,6 +107,9 @@ def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: b
         "cpu_ratio_to_ceiling": round(per_sample * steps * batch / cpu / 1e9
                                       / ceiling.gflops_per_cpu_second, 3),
         "cpu_utilisation": round(cpu / elapsed, 2),
+        "ceiling_gflops": round(ceiling.gflops, 1),
+        "ceiling_gflops_range": [round(ceiling.gflops_min, 1), round(ceiling.gflops_max, 1)],
+        "ceiling_gflop_per_cpu_s": round(ceiling.gflops_per_cpu_second, 1),
         "load_average": round((load_before + load_average()) / 2, 2),
     }
 
@@ -111,9 +118,8 @@ def main(argv: list[str]) -> None:
     del argv
     if FLAGS.single:
         name, width, patch, batch, xla, mixed = FLAGS.single.split(":")
-        ceiling = Ceiling(**json.loads(FLAGS.ceiling_json))
         result = measure(name, float(width), int(patch), int(batch), xla == "1", mixed == "1",
-                         FLAGS.steps, ceiling, FLAGS.scheme)
+                         FLAGS.steps, FLAGS.ceiling_calls, FLAGS.scheme)
         print("RESULT " + json.dumps(result), flush=True)
         return
     devices = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU")
@@ -121,15 +127,17 @@ def main(argv: list[str]) -> None:
           f"TensorFlow {tf.__version__}, devices {[d.name for d in devices]}, oneDNN CPU kernels "
           f"{'on' if onednn_enabled() else 'off'}", flush=True)
     load = load_average()
-    ceiling = matmul_ceiling(seconds=FLAGS.ceiling_seconds)
-    print(f"float32 matmul ceiling: {ceiling.gflops:.1f} GFLOP/s wall, "
+    ceiling = matmul_ceiling(calls=FLAGS.ceiling_calls)
+    print(f"float32 matmul ceiling: {ceiling.gflops:.1f} GFLOP/s wall (calls "
+          f"{ceiling.gflops_min:.0f}-{ceiling.gflops_max:.0f}), "
           f"{ceiling.gflops_per_cpu_second:.1f} GFLOP per CPU-second, CPU utilisation "
-          f"{ceiling.cpu_utilisation:.2f} (load average {load:.2f})", flush=True)
+          f"{ceiling.cpu_utilisation:.2f} (load average {load:.2f}); each configuration "
+          "measures it again before its steps", flush=True)
     results = []
     for spec in FLAGS.runs:
         command = [sys.executable, "-m", "experiments.bench.train_step", f"--single={spec}",
                    f"--steps={FLAGS.steps}", f"--scheme={FLAGS.scheme}",
-                   f"--ceiling_json={json.dumps(dataclasses.asdict(ceiling))}"]
+                   f"--ceiling_calls={FLAGS.ceiling_calls}"]
         try:
             output = subprocess.run(command, capture_output=True, text=True, check=True,
                                     timeout=FLAGS.timeout).stdout
@@ -143,18 +151,18 @@ def main(argv: list[str]) -> None:
         results.append(result)
         print(json.dumps(result), flush=True)
     print("\n| config | width | patch | batch | XLA | mixed | s/step | patches/s | GFLOP/s | "
-          "ratio (wall) | GFLOP/CPU-s | ratio (CPU) | CPU util. | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "ceiling GFLOP/s | ratio (wall) | GFLOP/CPU-s | ratio (CPU) | CPU util. | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
             print(f"| {r['name']} | {r['width']} | {r['patch']}^3 | {r['batch']} | "
                   f"{'on' if r['xla'] else 'off'} | {'on' if r['mixed_precision'] else 'off'} | "
-                  f"{r['error']} | | | | | | | {r['load_average']} |")
+                  f"{r['error']} | | | | | | | | {r['load_average']} |")
             continue
         print(f"| {r['name']} | {r['width']} | {r['patch']}^3 | {r['batch']} | "
               f"{'on' if r['xla'] else 'off'} | {'on' if r['mixed_precision'] else 'off'} | "
               f"{r['s_per_step']} | {r['patches_per_s']} | {r['gflops']} | "
-              f"{r['ratio_to_ceiling']:.0%} | {r['gflop_per_cpu_s']} | "
+              f"{r['ceiling_gflops']} | {r['ratio_to_ceiling']:.0%} | {r['gflop_per_cpu_s']} | "
               f"{r['cpu_ratio_to_ceiling']:.0%} | {r['cpu_utilisation']} | {r['load_average']} |")
     if FLAGS.json:
         with open(FLAGS.json, "w", encoding="utf-8") as f:

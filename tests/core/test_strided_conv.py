@@ -11,9 +11,18 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from dltk_mm.core import strided_conv  # noqa: E402
 from dltk_mm.core.residual_unit import conv_factory  # noqa: E402
 from dltk_mm.core.strided_conv import StridedConv3D, space_to_depth_conv3d  # noqa: E402
 from dltk_mm.errors import ConfigurationError  # noqa: E402
+
+
+@pytest.fixture(params=["space_to_depth", "native"])
+def computation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with each of StridedConv3D's two computations."""
+    monkeypatch.setattr(strided_conv, "space_to_depth_is_faster",
+                        lambda: request.param == "space_to_depth")
+    return request.param
 
 
 def reference_and_strided(kernel_size, strides, in_channels=3, filters=5, use_bias=False):
@@ -56,7 +65,7 @@ def outputs_and_gradients(layer, x):
         ((1, 1, 1), (2, 2, 2), (6, 7, 8)),  # kernel smaller than the stride: no padding
     ],
 )
-def test_outputs_and_gradients_equal_conv3d(kernel_size, strides, size):
+def test_outputs_and_gradients_equal_conv3d(kernel_size, strides, size, computation):
     rng = np.random.default_rng(0)
     reference, strided = reference_and_strided(kernel_size, strides)
     x = rng.normal(size=(2, *size, 3)).astype(np.float32)
@@ -68,7 +77,7 @@ def test_outputs_and_gradients_equal_conv3d(kernel_size, strides, size):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_bias_and_dynamic_shapes_inside_tf_function():
+def test_bias_and_dynamic_shapes_inside_tf_function(computation):
     rng = np.random.default_rng(1)
     reference, strided = reference_and_strided((4, 4, 4), (2, 2, 2), in_channels=1, filters=3,
                                                use_bias=True)
@@ -126,3 +135,22 @@ def test_conv_factory_uses_strided_conv_for_strided_convolutions_only():
 def test_unsupported_arguments_are_rejected(kwargs):
     with pytest.raises(ConfigurationError):
         StridedConv3D(4, 4, **kwargs)
+
+
+def test_the_computation_follows_the_backend(computation):
+    """Space-to-depth shows as transposes in the traced graph; the native path has none."""
+    _, strided = reference_and_strided((4, 4, 4), (2, 2, 2))
+    spec = tf.TensorSpec((1, 8, 8, 8, 3), tf.float32)
+    graph = tf.function(lambda t: strided(t)).get_concrete_function(spec).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert ("Transpose" in op_types) == (computation == "space_to_depth")
+    assert "Conv3D" in op_types
+
+
+@pytest.mark.parametrize(("gpu", "onednn", "expected"),
+                         [(False, False, True), (False, True, False), (True, False, False)])
+def test_space_to_depth_only_for_the_generic_cpu_kernels(monkeypatch, gpu, onednn, expected):
+    monkeypatch.setattr(strided_conv, "onednn_enabled", lambda: onednn)
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: ["GPU:0"] if gpu and kind == "GPU" else [])
+    assert strided_conv.space_to_depth_is_faster() is expected
