@@ -34,7 +34,7 @@ flags.DEFINE_float("overlap", 0.0, "Window overlap (0 = the authors' test time; 
 flags.DEFINE_float("width", 1.0, "Network width (1 = the paper's).")
 flags.DEFINE_integer("patch", 64, "Window size (cubic).")
 flags.DEFINE_integer("batch_size", 4, "Windows per forward pass.")
-flags.DEFINE_float("ceiling", None, "Matmul ceiling in GFLOP/s (default: measure it, 3 s).")
+flags.DEFINE_float("ceiling", None, "Matmul ceiling in GFLOP/s (default: measure it, 7 calls).")
 flags.DEFINE_float("ceiling_per_cpu_s", None, "Matmul ceiling in GFLOP per CPU-second (default: "
                    "measured with --ceiling).")
 flags.DEFINE_string("single", None, "Internal: measure this one size in this process.")

@@ -101,7 +101,7 @@ def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: b
         "name": name, "width": width, "patch": patch, "batch": batch, "xla": xla,
         "mixed_precision": mixed, "steps": steps, "warmup_s": round(warmup, 1),
         "s_per_step": round(elapsed / steps, 3), "patches_per_s": round(patches_per_s, 3),
-        "gflop_per_patch": round(per_sample / 1e9, 2), "gflops": round(gflops, 1),
+        "gflop_per_patch": round(per_sample / 1e9, 4), "gflops": round(gflops, 1),
         "ratio_to_ceiling": round(gflops / ceiling.gflops, 3),
         "gflop_per_cpu_s": round(per_sample * steps * batch / cpu / 1e9, 1),
         "cpu_ratio_to_ceiling": round(per_sample * steps * batch / cpu / 1e9
