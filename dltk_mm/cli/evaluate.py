@@ -34,6 +34,7 @@ from dltk_mm.evaluation.evaluate import (
     pairs_from_manifest,
     summarise,
 )
+from dltk_mm.io.labels import PRESETS
 
 FLAGS = flags.FLAGS
 
@@ -54,6 +55,13 @@ flags.DEFINE_string("summary_csv", None,
                     "Where to write the per-modality, per-organ summary (CSV). Optional.")
 flags.DEFINE_integer("num_classes", 5, "Number of labels, background included.", lower_bound=2)
 flags.DEFINE_bool("overwrite", False, "Overwrite existing output files.")
+flags.DEFINE_enum("label_preset", "identity", sorted(PRESETS),
+                  "How the reference labels' ids map to the project map (0 background, 1 liver, "
+                  "2 spleen, 3 right kidney, 4 left kidney); a manifest's label_preset column "
+                  "overrides it per row. Predictions are always in the project map.")
+flags.DEFINE_bool("allow_unknown_labels", False,
+                  "Map reference label ids the preset does not know to background instead of "
+                  "failing.")
 
 
 def _check_output(path: str | None, overwrite: bool) -> Path | None:
@@ -91,6 +99,8 @@ def evaluate_command(
     summary_csv: str | None = None,
     num_classes: int = 5,
     overwrite: bool = False,
+    label_preset: str = "identity",
+    allow_unknown_labels: bool = False,
 ) -> pd.DataFrame:
     """Runs the evaluation as the command line does (printing progress and the summary).
 
@@ -104,6 +114,8 @@ def evaluate_command(
         summary_csv: Summary CSV to write, or None.
         num_classes: Number of labels, background included.
         overwrite: Replace existing output files.
+        label_preset: Label preset of the reference labels (a manifest row's column wins).
+        allow_unknown_labels: Map unknown reference ids to background instead of failing.
 
     Returns:
         The per-subject, per-organ metrics.
@@ -120,7 +132,8 @@ def evaluate_command(
         )
     outputs = [_check_output(path, overwrite) for path in (output_csv, summary_csv)]
     if manifest is not None:
-        pairs = pairs_from_manifest(manifest, predictions_dir=predictions, modality=modality)
+        pairs = pairs_from_manifest(manifest, predictions_dir=predictions, modality=modality,
+                                    label_preset=label_preset)
     else:
         if predictions is None:
             raise ConfigurationError("--labels needs --predictions (the predictions folder)")
@@ -130,7 +143,8 @@ def evaluate_command(
             )
         pairs = pairs_from_folders(predictions, labels, modality)
     print(f"evaluating {len(pairs)} prediction(s)", flush=True)
-    results = evaluate_pairs(pairs, num_classes=num_classes, progress=_print_progress)
+    results = evaluate_pairs(pairs, num_classes=num_classes, progress=_print_progress,
+                             label_preset=label_preset, allow_unknown_labels=allow_unknown_labels)
     summary = summarise(results)
     for frame, path in zip((results, summary), outputs, strict=True):
         if path is not None:
@@ -154,6 +168,8 @@ def main(argv: Sequence[str]) -> int:
             summary_csv=FLAGS.summary_csv,
             num_classes=FLAGS.num_classes,
             overwrite=FLAGS.overwrite,
+            label_preset=FLAGS.label_preset,
+            allow_unknown_labels=FLAGS.allow_unknown_labels,
         )
     except DltkMmError as error:
         print(f"dltk-mm-evaluate: error: {error}", file=sys.stderr, flush=True)

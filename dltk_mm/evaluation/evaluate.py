@@ -10,7 +10,10 @@ input image, which is also the grid of its label. Subject ids must therefore be 
 predictions folder (the manifests of dltk_mm use distinct ids for CT and MR subjects).
 
 Pairs of (prediction, label) come from a manifest CSV (:func:`pairs_from_manifest`) or from two
-folders matched by file name (:func:`pairs_from_folders`).
+folders matched by file name (:func:`pairs_from_folders`). Reference labels in a data set's own
+ids (BTCV, AMOS, CHAOS, TotalSegmentator) are mapped to the project map with a label preset
+(:mod:`dltk_mm.io.labels`): one for all pairs, or a manifest row's ``label_preset`` column.
+Predictions are always in the project map (the predict command writes it).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from absl import logging
 
 from dltk_mm.core.metrics import CLASS_NAMES, organ_metrics
 from dltk_mm.errors import ConfigurationError, InputDataError
-from dltk_mm.io.manifest import load_manifest
+from dltk_mm.io.labels import NUM_CLASSES, get_preset
+from dltk_mm.io.manifest import load_manifest, row_label_preset
 from dltk_mm.io.readers import read_volume
 
 #: File name ending of a prediction (``<subject_id>.nii.gz``).
@@ -45,12 +49,14 @@ ProgressFn = Callable[[int, int, pd.DataFrame], None]
 
 
 class EvaluationPair(NamedTuple):
-    """One volume to evaluate: its subject, modality, prediction file and reference label file."""
+    """One volume to evaluate: subject, modality, prediction file, reference label file, and the
+    label preset of the reference file (``None``: the one given to :func:`evaluate_pairs`)."""
 
     subject_id: str
     modality: str
     prediction: Path
     label: Path
+    label_preset: str | None = None
 
 
 def prediction_path(predictions_dir: str | os.PathLike, subject_id: str) -> Path:
@@ -76,6 +82,7 @@ def pairs_from_manifest(
     manifest_csv: str | os.PathLike,
     predictions_dir: str | os.PathLike | None = None,
     modality: str | None = None,
+    label_preset: str = "identity",
 ) -> list[EvaluationPair]:
     """Evaluation pairs from a manifest CSV.
 
@@ -88,6 +95,7 @@ def pairs_from_manifest(
         manifest_csv: The manifest file.
         predictions_dir: Folder of the predictions; None to use the ``prediction`` column.
         modality: Keep only the rows of this modality (lower-case); None keeps all.
+        label_preset: The label preset of rows whose ``label_preset`` column is empty or absent.
 
     Returns:
         The pairs, in manifest order.
@@ -135,7 +143,8 @@ def pairs_from_manifest(
             prediction = Path(os.path.expanduser(text))
             if not prediction.is_absolute():
                 prediction = csv_path.parent / prediction
-        pairs.append(EvaluationPair(subject, record["modality"], prediction, Path(record["label"])))
+        pairs.append(EvaluationPair(subject, record["modality"], prediction, Path(record["label"]),
+                                    row_label_preset(record, label_preset)))
     if problems:
         raise InputDataError(f"manifest {csv_path}: " + "; ".join(problems))
     if not pairs:
@@ -235,6 +244,8 @@ def evaluate_pairs(
     class_names: Sequence[str] | None = None,
     grid_tolerance: float = 1e-3,
     progress: ProgressFn | None = None,
+    label_preset: str = "identity",
+    allow_unknown_labels: bool = False,
 ) -> pd.DataFrame:
     """Dice, HD95 and ASSD of every organ of every (prediction, label) pair.
 
@@ -244,14 +255,20 @@ def evaluate_pairs(
     All files are checked for existence before any is read.
 
     Args:
-        pairs: ``(subject_id, modality, prediction_path, label_path)`` tuples (e.g.
-            :class:`EvaluationPair`).
+        pairs: ``(subject_id, modality, prediction_path, label_path[, label_preset])`` tuples
+            (e.g. :class:`EvaluationPair`); a pair's own label preset (not None) overrides
+            ``label_preset``.
         num_classes: Number of labels (0 is the background), 5 in the paper.
         class_names: Names of labels ``0 .. num_classes - 1``; defaults to
             :data:`dltk_mm.core.metrics.CLASS_NAMES`.
         grid_tolerance: Relative tolerance of the grid comparison.
         progress: Called as ``progress(done, total, rows)`` after each subject, ``rows`` being that
             subject's rows of the result.
+        label_preset: How the reference labels' ids map to the project map (see
+            :mod:`dltk_mm.io.labels`; ``"identity"``: already in it). Any other preset needs
+            ``num_classes`` = 5.
+        allow_unknown_labels: Map reference ids the preset does not know to background (with a
+            warning) instead of failing.
 
     Returns:
         One row per subject and organ (label order), columns :data:`RESULT_COLUMNS`; NaN Dice and
@@ -270,8 +287,17 @@ def evaluate_pairs(
             f"{len(names)} class names {names} given for num_classes={num_classes}"
         )
     pair_list = [
-        EvaluationPair(str(s), str(m).lower(), Path(p), Path(lab)) for s, m, p, lab in pairs
+        EvaluationPair(str(pair[0]), str(pair[1]).lower(), Path(pair[2]), Path(pair[3]),
+                       (pair[4] if len(pair) > 4 and pair[4] is not None else label_preset).lower())
+        for pair in pairs
     ]
+    for preset in sorted({pair.label_preset for pair in pair_list}):
+        get_preset(preset)  # unknown names fail before any file is read
+        if preset != "identity" and num_classes != NUM_CLASSES:
+            raise ConfigurationError(
+                f"label preset '{preset}' maps to the {NUM_CLASSES}-label project map; "
+                f"num_classes={num_classes} fits only the 'identity' preset"
+            )
     if not pair_list:
         raise InputDataError("nothing to evaluate: no (prediction, label) pair was given")
     missing = []
@@ -303,7 +329,11 @@ def evaluate_pairs(
                 "input image (the predict command does) or resample it onto the label's grid "
                 "with nearest-neighbour interpolation"
             )
-        truth = _as_label_map(label.array, pair.label, num_classes, "label")
+        reference = label.array
+        if pair.label_preset != "identity":
+            reference = get_preset(pair.label_preset).apply(
+                reference, source=str(pair.label), allow_unknown=allow_unknown_labels)
+        truth = _as_label_map(reference, pair.label, num_classes, "label")
         predicted = _as_label_map(prediction.array, pair.prediction, num_classes, "prediction")
         results = organ_metrics(predicted, truth, label.geometry.spacing, names)
         rows = pd.DataFrame(

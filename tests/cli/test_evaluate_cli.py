@@ -123,3 +123,18 @@ def test_bad_options_are_configuration_errors(options, message) -> None:
     arguments.update(options)
     with pytest.raises(ConfigurationError, match=message):
         evaluate_command(**arguments)
+
+
+def test_label_preset_flag(folders) -> None:
+    """Reference labels in CHAOS grey values are evaluated with --label_preset=chaos."""
+    chaos = folders["root"] / "chaos_labels"
+    for subject in ("s01", "s02"):
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(folders["labels"] / f"{subject}.nii.gz")))
+        grey = np.select([label == 1, label == 2, label == 3, label == 4], [63, 252, 126, 189], 0)
+        _write(grey, chaos / f"{subject}.nii.gz")
+    args = [f"--predictions={folders['predictions']}", f"--labels={chaos}", "--modality=mr"]
+    refused = _evaluate(*args)
+    assert refused.returncode == 1 and "label value(s) 63" in refused.stderr
+    result = _evaluate(*args, "--label_preset=chaos")
+    assert result.returncode == 0, result.stderr
+    assert "[1/2] s01 (mr): Dice liver 1.000" in result.stdout

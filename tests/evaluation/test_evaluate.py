@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from dltk_mm.core.metrics import CLASS_NAMES
-from dltk_mm.errors import InputDataError
+from dltk_mm.errors import ConfigurationError, InputDataError
 from dltk_mm.evaluation.evaluate import (
     ALL_ORGANS,
     RESULT_COLUMNS,
@@ -207,6 +207,68 @@ def test_pairs_from_manifest_with_a_folder_or_a_prediction_column(dataset, tmp_p
         pairs_from_manifest(manifest, modality="pet")
     results = evaluate_pairs(from_column)
     assert results.groupby("modality").size().to_dict() == {"ct": 4, "mr": 4}
+
+
+def _as_btcv_ids(label: np.ndarray) -> np.ndarray:
+    """The project map written in BTCV ids (6 liver, 1 spleen, 2/3 kidneys), plus a BTCV organ
+    the project does not segment (7, aorta) that must count as background."""
+    btcv = np.zeros_like(label)
+    for project_id, btcv_id in {1: 6, 2: 1, 3: 2, 4: 3}.items():
+        btcv[label == project_id] = btcv_id
+    btcv[10, 12:14, 12:14] = 7
+    return btcv
+
+
+def test_reference_labels_in_a_data_sets_own_ids(tmp_path: Path) -> None:
+    label = _label_map()
+    reference = _write(_as_btcv_ids(label), tmp_path / "btcv_label.nii.gz")
+    prediction = _write(label, tmp_path / "prediction.nii.gz")
+    results = evaluate_pairs([("s", "ct", prediction, reference)], label_preset="btcv")
+    np.testing.assert_array_equal(results["dice"], 1.0)
+    with pytest.raises(InputDataError, match=r"btcv_label\.nii\.gz.*label value\(s\) 6, 7"):
+        evaluate_pairs([("s", "ct", prediction, reference)])  # identity: ids 6, 7 unknown
+    with pytest.raises(ConfigurationError, match="num_classes=3 fits only the 'identity'"):
+        evaluate_pairs([("s", "ct", prediction, reference)], num_classes=3, label_preset="btcv")
+    with pytest.raises(ConfigurationError, match="unknown label preset 'nope'"):
+        evaluate_pairs([("s", "ct", prediction, reference)], label_preset="nope")
+
+
+def test_unknown_reference_ids_fail_unless_allowed(tmp_path: Path) -> None:
+    label = _label_map()
+    btcv = _as_btcv_ids(label)
+    btcv[0, 0, 0] = 20  # not a BTCV id
+    reference = _write(btcv, tmp_path / "odd.nii.gz")
+    prediction = _write(label, tmp_path / "prediction.nii.gz")
+    with pytest.raises(InputDataError, match=r"odd\.nii\.gz: label values \[20\].*'btcv'"):
+        evaluate_pairs([("s", "ct", prediction, reference)], label_preset="btcv")
+    results = evaluate_pairs([("s", "ct", prediction, reference)], label_preset="btcv",
+                             allow_unknown_labels=True)
+    np.testing.assert_array_equal(results["dice"], 1.0)
+
+
+def test_manifest_label_preset_column_wins_per_row(tmp_path: Path) -> None:
+    label = _label_map()
+    _write(_as_btcv_ids(label), tmp_path / "labels" / "a.nii.gz")
+    _write(label, tmp_path / "labels" / "b.nii.gz")
+    _write(label, prediction_path(tmp_path / "predictions", "a"))
+    _write(label, prediction_path(tmp_path / "predictions", "b"))
+    manifest = _manifest(tmp_path, [
+        {"subject_id": "a", "modality": "ct", "image": "img/a.nii.gz",
+         "label": "labels/a.nii.gz", "label_preset": "btcv"},
+        {"subject_id": "b", "modality": "ct", "image": "img/b.nii.gz",
+         "label": "labels/b.nii.gz", "label_preset": ""},
+    ])
+    pairs = pairs_from_manifest(manifest, predictions_dir=tmp_path / "predictions")
+    assert [p.label_preset for p in pairs] == ["btcv", "identity"]
+    results = evaluate_pairs(pairs)
+    np.testing.assert_array_equal(results["dice"], 1.0)
+    # The default applies to rows without a preset of their own: b read as BTCV ids is wrong
+    # (its liver id 1 is BTCV's spleen).
+    pairs = pairs_from_manifest(manifest, predictions_dir=tmp_path / "predictions",
+                                label_preset="btcv")
+    assert [p.label_preset for p in pairs] == ["btcv", "btcv"]
+    results = evaluate_pairs(pairs).set_index(["subject_id", "organ"])["dice"]
+    assert results["a", "liver"] == 1.0 and results["b", "liver"] == 0.0
 
 
 def test_manifest_without_prediction_column_needs_a_folder(tmp_path: Path) -> None:
