@@ -6,9 +6,9 @@ user has set, so that ``TF_ENABLE_ONEDNN_OPTS=0 dltk-mm-train ...`` still turns 
 
 Why oneDNN is on by default: the pip wheels of TensorFlow 2.21 enable the oneDNN CPU kernels only
 on CPUs with AVX-512; elsewhere (AVX2 machines such as most cloud AMD EPYC vCPUs) 3-D convolutions
-and their gradients fall back to generic Eigen kernels. On a 2-core AVX2 machine the generic
-gradients of the FCN's 3-D convolutions ran at 7-23 GFLOP per CPU-second against 45-86 with oneDNN,
-and a full-width training step took 12.6 s instead of 6.9 s (experiments/bench/README.md). oneDNN
+and their gradients fall back to generic Eigen kernels. On a 2-core AVX2 machine oneDNN made the
+gradients of single FCN layers 1.1-9x faster, and a full-width training step took 6.9 s instead of
+12.6 s (experiments/bench/README.md, "How the step got here"). oneDNN
 sums in a different order, so results differ from the generic kernels by float32 round-off.
 Settings that only affect CPU kernels change nothing on a GPU.
 """

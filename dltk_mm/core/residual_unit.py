@@ -117,7 +117,8 @@ def conv_factory(
 
     No bias, LeCun-uniform initialisation, 'same' padding, channels-last. Strided convolutions
     are :class:`~dltk_mm.core.strided_conv.StridedConv3D` (a ``Conv3D`` with the same weights
-    and results, computed as space-to-depth + stride-1 convolution for fast CPU gradients).
+    and results, computed as space-to-depth + stride-1 convolution where TensorFlow's generic CPU
+    kernels would make its gradients slow).
     """
     layer_class = StridedConv3D if any(s > 1 for s in strides) else keras.layers.Conv3D
 

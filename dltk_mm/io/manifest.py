@@ -110,11 +110,10 @@ def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = No
         labels.append(str(label_path) if label_path else None)
         if image_path is None:
             problems.append(f"{where}: empty image path; give the image file of this volume")
-        preset = str(record.get(LABEL_PRESET_COLUMN, "")).strip().lower() or None
+        preset = _preset_name(record.get(LABEL_PRESET_COLUMN))
         rows_preset.append(preset)
         if preset is not None and preset not in PRESETS:
-            problems.append(f"{where}: unknown label_preset '{preset}'; use one of "
-                            f"{sorted(PRESETS)} or leave it empty for the configured preset")
+            problems.append(f"{where}: {_unknown_preset(preset)}")
         if require_labels and label_path is None:
             problems.append(f"{where}: no label; training and evaluation need a label file for "
                             "every row (fill the label column)")
@@ -169,17 +168,27 @@ def row_label_preset(record: Mapping[str, object], default: str) -> str:
     Raises:
         InputDataError: an unknown preset name in the row (naming the subject and the valid ones).
     """
-    value = record.get(LABEL_PRESET_COLUMN)
-    if value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip():
+    preset = _preset_name(record.get(LABEL_PRESET_COLUMN))
+    if preset is None:
         return default
-    preset = str(value).strip().lower()
     if preset not in PRESETS:
         raise InputDataError(
             f"manifest row of subject {record.get('subject_id', '?')} "
-            f"({record.get('modality', '?')}): unknown label_preset '{preset}'; use one of "
-            f"{sorted(PRESETS)} or leave it empty for the configured preset"
+            f"({record.get('modality', '?')}): {_unknown_preset(preset)}"
         )
     return preset
+
+
+def _preset_name(value: object) -> str | None:
+    """A ``label_preset`` cell, lower-case; None where it is absent, empty or NaN."""
+    if value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip():
+        return None
+    return str(value).strip().lower()
+
+
+def _unknown_preset(preset: str) -> str:
+    return (f"unknown label_preset '{preset}'; use one of {sorted(PRESETS)} or leave it empty "
+            "for the configured preset")
 
 
 def write_manifest(frame: pd.DataFrame, path: str | os.PathLike, relative: bool = True) -> Path:

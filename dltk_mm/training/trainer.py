@@ -636,27 +636,24 @@ def train(
             # The losses of step k are read (a device->host copy) only after step k+1 has been
             # dispatched, so that the host never waits for the device between two steps; a record,
             # validation or checkpoint step reads its own losses at once (it synchronises anyway).
-            pending: list[tuple[int, Mapping[str, Any], frozenset[str]]] = []
+            # (step, its logs, the modalities trained since the last record) of the unread step
+            pending: tuple[int, Mapping[str, Any], frozenset[str]] | None = None
             seen: set[str] = set()
-
-            def report_steps() -> None:
-                while pending:
-                    at_step, step_logs, trained = pending.pop(0)
-                    all_callbacks.on_step_end(at_step, _step_logs(step_logs, trained))
-
             while step < config.steps:
                 logs = step_fn(next(iterator))
                 step += 1
                 seen.add(order[(step - 1) % len(order)])
-                report_steps()  # the previous step's
-                pending.append((step, logs, frozenset(seen)))
+                if pending is not None:  # the previous step's
+                    all_callbacks.on_step_end(pending[0], _step_logs(pending[1], pending[2]))
+                pending = (step, logs, frozenset(seen))
                 final = step == config.steps
                 records_now = step % config.log_interval == 0 or final or stopper.received
                 validates_now = has_validation and (step % config.validation_interval == 0
                                                     or final)
                 saves_now = step % config.checkpoint_interval == 0 or final or stopper.received
                 if records_now or validates_now or saves_now:
-                    report_steps()
+                    all_callbacks.on_step_end(step, _step_logs(logs, seen))
+                    pending = None
                 record: dict[str, float] = {}
                 if records_now:
                     record.update(_loss_record(model))

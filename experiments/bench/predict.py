@@ -27,6 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from experiments.bench.report import markdown_table  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["64x128x128", "128x128x128", "128x256x256"],
                   "Volume sizes z x y x x (voxels), measured in this order.")
@@ -119,15 +121,14 @@ def main(argv: list[str]) -> None:
             result["cpu_ratio_to_ceiling"] = round(result["gflop_per_cpu_s"] / ceiling_cpu, 3)
         results.append(result)
         print(json.dumps(result), flush=True)
-    print("\n| volume (z x y x x) | voxels | windows | s | s/window | Mvoxel/s | GFLOP/s | "
-          "ratio (wall) | GFLOP/CPU-s | ratio (CPU) | peak RSS MB | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['size']} | {r['voxels']:,} | {r['windows']} | {r['seconds']} | "
-              f"{r['s_per_window']} | {r['mvoxels_per_s']} | {r['gflops']} | "
-              f"{r['ratio_to_ceiling']:.0%} | {r.get('gflop_per_cpu_s', '')} | "
-              f"{r.get('cpu_ratio_to_ceiling', 0):.0%} | {r['peak_rss_mb']:.0f} | "
-              f"{r['load_average']} |")
+    print()
+    print(markdown_table(
+        ["volume (z x y x x)", "voxels", "windows", "s", "s/window", "Mvoxel/s", "GFLOP/s",
+         "ratio (wall)", "GFLOP/CPU-s", "ratio (CPU)", "peak RSS MB", "load"],
+        [(r["size"], f"{r['voxels']:,}", r["windows"], r["seconds"], r["s_per_window"],
+          r["mvoxels_per_s"], r["gflops"], f"{r['ratio_to_ceiling']:.0%}",
+          r.get("gflop_per_cpu_s", ""), f"{r.get('cpu_ratio_to_ceiling', 0):.0%}",
+          f"{r['peak_rss_mb']:.0f}", r["load_average"]) for r in results]))
     if FLAGS.json:
         with open(FLAGS.json, "w", encoding="utf-8") as f:
             json.dump({"ceiling_gflops": ceiling, "ceiling_gflop_per_cpu_s": ceiling_cpu,

@@ -12,6 +12,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments.bench.report import markdown_table
+
 
 def op_self_times(logdir: str | os.PathLike) -> list[tuple[str, str, float]]:
     """``(op type, op name, self time in s)`` per op from the newest trace under ``logdir``.
@@ -52,14 +54,15 @@ def self_time_tables(ops: Sequence[tuple[str, str, float]], top: int = 15) -> st
     for op_type, name, seconds in ops:
         by_type[op_type] += seconds
         by_layer[(op_type, layer_of(name))] += seconds
-    lines = ["", "| op type | self time s | share |", "|---|---|---|"]
-    lines += [f"| {op_type} | {seconds:.3f} | {seconds / total:.1%} |"
-              for op_type, seconds in by_type.most_common(top)]
-    lines += ["", "| op type | layer (both modalities) | self time s | share |",
-              "|---|---|---|---|"]
-    lines += [f"| {op_type} | {layer} | {seconds:.3f} | {seconds / total:.1%} |"
-              for (op_type, layer), seconds in by_layer.most_common(top)]
-    return "\n".join(lines)
+    by_type_table = markdown_table(
+        ["op type", "self time s", "share"],
+        [(op_type, f"{seconds:.3f}", f"{seconds / total:.1%}")
+         for op_type, seconds in by_type.most_common(top)])
+    by_layer_table = markdown_table(
+        ["op type", "layer (both modalities)", "self time s", "share"],
+        [(op_type, layer, f"{seconds:.3f}", f"{seconds / total:.1%}")
+         for (op_type, layer), seconds in by_layer.most_common(top)])
+    return f"\n{by_type_table}\n\n{by_layer_table}"
 
 
 __all__ = ["layer_of", "op_self_times", "self_time_tables"]

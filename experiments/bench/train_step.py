@@ -37,6 +37,7 @@ from experiments.bench.flops import (  # noqa: E402
     matmul_ceiling,
     train_flops_per_sample,
 )
+from experiments.bench.report import markdown_table  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 3, "Timed steps per configuration (after one warm-up per modality).")
@@ -150,20 +151,20 @@ def main(argv: list[str]) -> None:
                                f"{FLAGS.steps} steps)", "load_average": round(load_average(), 2)}
         results.append(result)
         print(json.dumps(result), flush=True)
-    print("\n| config | width | patch | batch | XLA | mixed | s/step | patches/s | GFLOP/s | "
-          "ceiling GFLOP/s | ratio (wall) | GFLOP/CPU-s | ratio (CPU) | CPU util. | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
+    def row(r: dict) -> list[object]:
+        config = [r["name"], r["width"], f"{r['patch']}^3", r["batch"],
+                  "on" if r["xla"] else "off", "on" if r["mixed_precision"] else "off"]
         if "error" in r:
-            print(f"| {r['name']} | {r['width']} | {r['patch']}^3 | {r['batch']} | "
-                  f"{'on' if r['xla'] else 'off'} | {'on' if r['mixed_precision'] else 'off'} | "
-                  f"{r['error']} | | | | | | | | {r['load_average']} |")
-            continue
-        print(f"| {r['name']} | {r['width']} | {r['patch']}^3 | {r['batch']} | "
-              f"{'on' if r['xla'] else 'off'} | {'on' if r['mixed_precision'] else 'off'} | "
-              f"{r['s_per_step']} | {r['patches_per_s']} | {r['gflops']} | "
-              f"{r['ceiling_gflops']} | {r['ratio_to_ceiling']:.0%} | {r['gflop_per_cpu_s']} | "
-              f"{r['cpu_ratio_to_ceiling']:.0%} | {r['cpu_utilisation']} | {r['load_average']} |")
+            return [*config, r["error"], *[""] * 7, r["load_average"]]
+        return [*config, r["s_per_step"], r["patches_per_s"], r["gflops"], r["ceiling_gflops"],
+                f"{r['ratio_to_ceiling']:.0%}", r["gflop_per_cpu_s"],
+                f"{r['cpu_ratio_to_ceiling']:.0%}", r["cpu_utilisation"], r["load_average"]]
+
+    print()
+    print(markdown_table(
+        ["config", "width", "patch", "batch", "XLA", "mixed", "s/step", "patches/s", "GFLOP/s",
+         "ceiling GFLOP/s", "ratio (wall)", "GFLOP/CPU-s", "ratio (CPU)", "CPU util.", "load"],
+        [row(r) for r in results]))
     if FLAGS.json:
         with open(FLAGS.json, "w", encoding="utf-8") as f:
             json.dump({"ceiling": dataclasses.asdict(ceiling), "results": results}, f, indent=2)

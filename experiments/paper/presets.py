@@ -8,8 +8,9 @@ still wins over both (see ``experiments/paper/README.md``):
 * ``paper``: exactly the paper (Valindria et al., WACV 2018): full width, 64^3 patches at 2 mm,
   batch 16, 10k steps, six schemes x 2 folds x 3 seeds. Meant for a GPU.
 * ``cpu``: the same architecture (five scales, three residual units each, the paper's kernels) at a
-  quarter of the width, 32^3 patches at 2 mm, batch 4 and fewer steps, so that one model trains in
-  about an hour on two CPU cores and still learns real anatomy; one seed by default.
+  quarter of the width, 32^3 patches at 2 mm, batch 4 and fewer steps, so that a model trains on
+  two CPU cores (about 4 minutes of steps with oneDNN; that it learns real anatomy is not yet
+  demonstrated); one seed by default.
 * ``smoke``: minutes on a fresh machine or in CI: a small network (one residual unit per scale),
   24^3 patches at 4 mm, batch 4, 300 steps, one fold and one seed, all six schemes plus ``msbn``. It
   proves the whole benchmark runs and writes every table and figure; its numbers mean nothing.
@@ -79,7 +80,7 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         name="cpu",
         description="the paper's architecture at 1/4 width, 32^3 patches at 2 mm, batch 4, 1000 "
-                    "steps: about an hour per model on 2 CPU cores; 1 seed",
+                    "steps: minutes per model on 2 CPU cores; 1 seed",
         train_flags={
             "width": "0.25",
             "patch_size": "32",

@@ -13,6 +13,7 @@ import pytest
 from dltk_mm.networks import build_multistream
 from experiments.bench.flops import conv_macs, matmul_ceiling, model_conv_macs
 from experiments.bench.profiling import layer_of, op_self_times, self_time_tables
+from experiments.bench.report import markdown_table
 from tests.conftest import REPO_ROOT
 
 
@@ -85,3 +86,8 @@ def test_profile_of_a_traced_function(tmp_path):
     assert all(seconds >= 0 for _, _, seconds in ops)
     table = self_time_tables(ops, top=3)
     assert "| op type | self time s | share |" in table and "Conv3D" in table
+
+
+def test_markdown_table():
+    table = markdown_table(["a", "b"], [(1, "x"), (2.5, "")])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | x |", "| 2.5 |  |"]
