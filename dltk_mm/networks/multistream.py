@@ -242,6 +242,13 @@ class MultiStreamModel(keras.Model):
     ``modalities[modality_index]``; ``model.fit`` expects a dataset of ``(image, label,
     modality_index)`` batches, one modality per batch.
 
+    TensorFlow's object-based checkpoints see the streams: ``tf.train.Checkpoint(model=model)``
+    saves and restores every variable of every stream, batch-norm moving statistics included
+    (dependency ``streams``, the same as in dltk_mm's own files, which store only
+    :attr:`checkpoint_state`), so a trained model folder's ``best/model`` or
+    ``checkpoints/ckpt-<step>`` can be read into a model with
+    ``tf.train.Checkpoint(model=model).read(prefix).expect_partial()``.
+
     Attributes:
         streams: modality -> functional ``keras.Model`` (shared layers are the same objects).
         modalities: the ordered modality names.
@@ -260,6 +267,11 @@ class MultiStreamModel(keras.Model):
     ) -> None:
         super().__init__(**kwargs)
         self.streams = dict(streams)
+        # Keras keeps `streams` in its own tracked dict, which TensorFlow's checkpoints do not
+        # traverse; this module holds the same models for them (see _trackable_children).
+        holder = tf.Module(name="model_state")
+        holder.streams = {name: self.streams[name] for name in sorted(self.streams)}
+        self._checkpoint_state = holder
         self.modalities = tuple(build_config["modalities"])
         self.scheme = str(build_config["scheme"])
         self.num_classes = int(build_config["num_classes"])
@@ -287,6 +299,21 @@ class MultiStreamModel(keras.Model):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MultiStreamModel:
         return build_multistream(**config)
+
+    @property
+    def checkpoint_state(self) -> tf.Module:
+        """The streams as a ``tf.Module`` (child ``streams``: modality -> stream), every variable
+        of the network and nothing else (no optimizer, no metrics): what dltk_mm's checkpoints
+        store as ``model`` (:mod:`dltk_mm.training.checkpointing`)."""
+        return self._checkpoint_state
+
+    def _trackable_children(self, save_type: str = "checkpoint", **kwargs: Any) -> dict[str, Any]:
+        """TensorFlow's checkpoint dependencies: Keras' own plus ``streams`` (see the class)."""
+        children = dict(super()._trackable_children(save_type, **kwargs))
+        children.pop("_checkpoint_state", None)
+        if save_type == "checkpoint":
+            children["streams"] = self._checkpoint_state.streams
+        return children
 
     def modality_index(self, modality: str) -> int:
         """Position of ``modality`` in :attr:`modalities`."""

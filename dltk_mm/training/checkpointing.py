@@ -51,21 +51,16 @@ def checkpoint_step(prefix: str) -> int:
     raise ConfigurationError(f"{prefix}: not a dltk_mm training checkpoint (no step counter)")
 
 
-def model_trackable(model: keras.Model) -> tf.Module:
+def model_trackable(model: keras.Model) -> tf.Module | keras.Model:
     """The object saved as ``model`` in checkpoints: every variable of the network.
 
-    A :class:`~dltk_mm.networks.MultiStreamModel` keeps its streams in a Keras-tracked dict that
-    TensorFlow's object-based checkpoints do not see (only the optimizer would reach the trainable
-    weights, and the batch-norm moving statistics would be lost), so the streams (functional
-    models; shared layers are the same objects and are saved once) are exposed through a
-    ``tf.Module``. Any other Keras model is used as it is.
+    For a :class:`~dltk_mm.networks.MultiStreamModel` its
+    :attr:`~dltk_mm.networks.MultiStreamModel.checkpoint_state`: the streams (functional models;
+    shared layers are the same objects and are saved once) without the optimizer and metrics the
+    model itself also tracks, so that weight files do not depend on whether the model was
+    compiled. Any other Keras model is used as it is.
     """
-    streams = getattr(model, "streams", None)
-    if not isinstance(streams, Mapping):
-        return model
-    holder = tf.Module(name="model_state")
-    holder.streams = {name: streams[name] for name in sorted(streams)}
-    return holder
+    return getattr(model, "checkpoint_state", model)
 
 
 def _trackables(model: keras.Model, optimizer: keras.optimizers.Optimizer | None,

@@ -151,3 +151,33 @@ def test_callbacks_and_keras_file_round_trip(tmp_path) -> None:
         model.predict_modality(image, "ct")["logits"],
         rtol=1e-6,
     )
+
+
+def test_tensorflow_checkpoints_hold_every_stream_variable(tmp_path) -> None:
+    """tf.train.Checkpoint(model=model) saves both streams, batch-norm statistics included; it and
+    dltk_mm's own weight files (streams only) restore every variable into a fresh model."""
+    from dltk_mm.training.checkpointing import model_trackable
+
+    model = build_multistream("msbn", **TINY)
+    model.compile()
+    for i, variable in enumerate(model.variables):
+        variable.assign(np.full(variable.shape, 0.5 + i, variable.dtype))
+    prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "keras_model"))
+    keys = {name for name, _ in tf.train.list_variables(prefix)}
+    for modality in ("mr", "ct"):
+        stream_keys = {k for k in keys if k.startswith(f"model/streams/{modality}/")}
+        moving = [k for k in stream_keys if "moving_" in k]
+        assert len(moving) == 2 * len(
+            [layer for layer in model.streams[modality].layers if "bn" in layer.name]
+        ) > 0
+    own = tf.train.Checkpoint(model=model_trackable(model)).write(str(tmp_path / "own"))
+    own_keys = {name for name, _ in tf.train.list_variables(own)}
+    assert any(k.startswith("model/optimizer/") for k in keys)
+    assert all(k.startswith("model/streams/") for k in own_keys - {"_CHECKPOINTABLE_OBJECT_GRAPH"})
+
+    for source in (prefix, own):
+        fresh = build_multistream("msbn", **TINY)
+        tf.train.Checkpoint(model=fresh).read(source).expect_partial()
+        for restored, original in zip(fresh.variables, model.variables, strict=True):
+            assert restored.path == original.path
+            np.testing.assert_array_equal(restored.numpy(), original.numpy())
