@@ -12,6 +12,7 @@ fix.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,25 @@ LABEL_PRESET_COLUMN = "label_preset"
 def _resolve(value: str, base: Path) -> Path:
     path = Path(os.path.expanduser(value))
     return path if path.is_absolute() else (base / path)
+
+
+def _record_lines(csv_path: Path, rows: int) -> list[int]:
+    """The file line on which each data row starts (blank lines and multi-line quoted cells
+    counted as pandas reads them); ``position + 2`` where the file cannot be read that way."""
+    fallback = [position + 2 for position in range(rows)]
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            starts: list[int] = []
+            previous_end = 0
+            for record in reader:
+                start, previous_end = previous_end + 1, reader.line_num
+                if record:
+                    starts.append(start)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return fallback
+    starts = starts[1:]  # the header
+    return starts if len(starts) == rows else fallback
 
 
 def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = None,
@@ -82,8 +102,8 @@ def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = No
     labels: list[str | None] = []
     rows_modality: list[str] = []
     rows_preset: list[str | None] = []
-    for position, record in enumerate(frame.to_dict("records")):
-        line = position + 2  # line 1 is the header
+    for line, record in zip(_record_lines(csv_path, len(frame)), frame.to_dict("records"),
+                            strict=True):
         subject = str(record["subject_id"]).strip()
         modality = str(record["modality"]).strip().lower()
         image_text = str(record["image"]).strip()

@@ -181,3 +181,20 @@ def test_real_manifest(real_data_dir: Path) -> None:
     assert set(frame["modality"]) == {"ct", "mr"}
     assert all(Path(p).is_file() for p in frame["image"])
     assert "source" in frame.columns
+
+
+def test_line_numbers_count_blank_lines_and_multi_line_cells(tmp_path: Path) -> None:
+    _write_pair(tmp_path, "a")
+    csv = tmp_path / "m.csv"
+    csv.write_text(
+        "subject_id,modality,image,label,note\n"
+        "\n"
+        'a,ct,images/a.nii.gz,labels/a.nii.gz,"scanned twice:\nsecond series used"\n'
+        "\n"
+        "b,mr,images/missing.nii.gz,labels/a.nii.gz,\n"
+    )
+    with pytest.raises(InputDataError) as error:
+        load_manifest(csv)
+    message = str(error.value)
+    assert "line 6 (subject b): image" in message and "missing.nii.gz" in message
+    assert "1 problem(s)" in message
