@@ -53,6 +53,7 @@ def test_presets_and_command_line_overrides_layer_in_order(tmp_path) -> None:
                            settings(tmp_path, "cpu"))
     assert cpu.network.width == 0.25 and cpu.network.num_res_units == 3
     assert cpu.pipeline.patch_size == (32, 32, 32) and cpu.pipeline.batch_size == 4
+    assert cpu.steps == 3000 and cpu.effective_learning_rate == pytest.approx(1e-3)
     overridden = run.train_config(
         "v4", 0, 0, tmp_path / "m.csv", tmp_path / "run",
         settings(tmp_path, "smoke", ("--steps=7", "--strided_kernel=code")))
