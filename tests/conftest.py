@@ -10,8 +10,37 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import dltk_mm  # noqa: E402,F401  (its TensorFlow defaults, before any test imports TensorFlow)
+from dltk_mm.io.pipeline import PipelineConfig  # noqa: E402
+from dltk_mm.io.preprocessing import PreprocessingConfig  # noqa: E402
+from dltk_mm.training import NetworkConfig, TrainConfig  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_train_config(manifest: Path, scheme: str, cache_dir: Path, steps: int,
+                      **overrides: object) -> TrainConfig:
+    """A small network trained on the whole field of view at 4 mm with 24^3 patches, validating
+    and checkpointing once at the end: learns phantoms and real volumes in a few hundred steps.
+
+    The whole field of view (no organ crop), because the tests segment whole volumes and the model
+    must know what lies outside the organ box (the paper's crop is for its cropped evaluation).
+    """
+    settings: dict[str, object] = {
+        "manifest": str(manifest),
+        "scheme": scheme,
+        "modalities": ("mr", "ct"),
+        "network": NetworkConfig(filters=(8, 16, 16, 32, 32), num_res_units=1),
+        "preprocessing": PreprocessingConfig(spacing_mm=4.0, crop_to_organs=False),
+        "cache_dir": str(cache_dir),
+        "pipeline": PipelineConfig(patch_size=(24, 24, 24), batch_size=4, jitter=(-6, 5)),
+        "learning_rate": 3e-3,
+        "steps": steps,
+        "seed": 0,
+        "validation_interval": steps,
+        "checkpoint_interval": steps,
+    }
+    settings.update(overrides)
+    return TrainConfig(**settings)
 
 
 def find_real_data_dir() -> Path | None:

@@ -22,10 +22,10 @@ from dltk_mm.inference.predict import (
 )
 from dltk_mm.io.manifest import load_manifest
 from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
-from dltk_mm.io.pipeline import PipelineConfig
 from dltk_mm.io.preprocessing import PreprocessingConfig, preprocess_manifest
 from dltk_mm.io.readers import read_volume
-from dltk_mm.training import NetworkConfig, TrainConfig, read_split, train
+from dltk_mm.training import read_split, train
+from tests.conftest import tiny_train_config
 
 STEPS = 300
 
@@ -45,23 +45,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _train(scheme: str, manifest: Path, cache: Path, model_dir: Path):
-    config = TrainConfig(
-        manifest=str(manifest),
-        scheme=scheme,
-        modalities=("mr", "ct"),
-        network=NetworkConfig(filters=(8, 16, 16, 32, 32), num_res_units=1),
-        # whole field of view: the model must know what lies outside the organ box to segment
-        # whole volumes (the paper's organ crop is for its cropped-volume evaluation)
-        preprocessing=PreprocessingConfig(spacing_mm=4.0, crop_to_organs=False),
-        cache_dir=str(cache),
-        pipeline=PipelineConfig(patch_size=(24, 24, 24), batch_size=4, jitter=(-6, 5)),
-        learning_rate=3e-3,
-        steps=STEPS,
-        seed=0,
-        validation_interval=STEPS,
-        checkpoint_interval=STEPS,
-    )
-    return train(config, model_dir)
+    return train(tiny_train_config(manifest, scheme, cache, STEPS), model_dir)
 
 
 def _held_out(model_dir: Path, manifest: Path) -> pd.DataFrame:

@@ -638,8 +638,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines the driver's own flags (any ``dltk-mm-train`` flag is accepted as well)."""
     fv = flag_values
     flags.DEFINE_enum("preset", "paper", sorted(PRESETS), "Settings on top of the paper's "
-                      "flagfiles: paper (GPU), cpu (minutes per model on 2 cores), smoke "
-                      "(minutes).", flag_values=fv)
+                      "flagfiles: paper (GPU), cpu (about 13 minutes per model on 2 cores), "
+                      "smoke (minutes).", flag_values=fv)
     flags.DEFINE_string("manifest", None, "Manifest CSV of CT and MR volumes with labels "
                         "(default: built-in phantoms generated into <results_dir>/data).",
                         flag_values=fv)

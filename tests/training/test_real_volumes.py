@@ -13,9 +13,8 @@ import pandas as pd
 
 from dltk_mm.evaluation.evaluate import EvaluationPair, evaluate_pairs
 from dltk_mm.inference.predict import KerasPredictor, inputs_from_manifest, predict_files
-from dltk_mm.io.pipeline import PipelineConfig
-from dltk_mm.io.preprocessing import PreprocessingConfig
-from dltk_mm.training import NetworkConfig, TrainConfig, train
+from dltk_mm.training import train
+from tests.conftest import tiny_train_config
 
 STEPS = 300
 SUBJECTS = ("ts_ct_example_sm", "ts_mr_example_sm")  # the two smallest real volumes
@@ -30,21 +29,8 @@ def test_tiny_network_learns_real_organs(real_data_dir: Path, tmp_path: Path) ->
     rows[["subject_id", "modality", "image", "label"]].to_csv(manifest, index=False)
 
     model_dir = tmp_path / "model"
-    result = train(TrainConfig(
-        manifest=str(manifest),
-        scheme="joint",
-        modalities=("mr", "ct"),
-        fold=-1,
-        network=NetworkConfig(filters=(8, 16, 16, 32, 32), num_res_units=1),
-        preprocessing=PreprocessingConfig(spacing_mm=4.0, crop_to_organs=False),
-        cache_dir=str(tmp_path / "cache"),
-        pipeline=PipelineConfig(patch_size=(24, 24, 24), batch_size=4, jitter=(-6, 5)),
-        learning_rate=3e-3,
-        steps=STEPS,
-        seed=0,
-        validation_interval=STEPS,
-        checkpoint_interval=STEPS,
-    ), model_dir)
+    result = train(tiny_train_config(manifest, "joint", tmp_path / "cache", STEPS, fold=-1),
+                   model_dir)
     assert result.completed and result.step == STEPS
 
     records = predict_files(KerasPredictor.from_model_dir(model_dir, weights="last"),
