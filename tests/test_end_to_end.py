@@ -13,18 +13,14 @@ import pandas as pd
 import pytest
 
 from dltk_mm.evaluation.evaluate import EvaluationPair, evaluate_pairs
-from dltk_mm.export import export_model_dir
-from dltk_mm.inference.predict import (
-    KerasPredictor,
-    SavedModelPredictor,
-    inputs_from_manifest,
-    predict_files,
-)
+from dltk_mm.export import SavedModelPredictor, export_model_dir
+from dltk_mm.inference.predict import inputs_from_manifest, predict_files
+from dltk_mm.inference.predictor import KerasPredictor
 from dltk_mm.io.manifest import load_manifest
 from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
 from dltk_mm.io.preprocessing import PreprocessingConfig, preprocess_manifest
 from dltk_mm.io.readers import read_volume
-from dltk_mm.training import read_split, train
+from dltk_mm.training import load_trained_model, read_split, train
 from tests.conftest import tiny_train_config
 
 STEPS = 300
@@ -66,7 +62,7 @@ def test_phantoms_to_saved_model(scheme: str, data, tmp_path: Path) -> None:
     assert set(test_rows["modality"]) == {"mr", "ct"}
     inputs = inputs_from_manifest(test_rows)
 
-    keras_predictor = KerasPredictor.from_model_dir(model_dir, weights="last")
+    keras_predictor = KerasPredictor.from_loaded(load_trained_model(model_dir, weights="last"))
     records = predict_files(keras_predictor, inputs, tmp_path / "pred", patch_size=(24, 24, 24))
     for record in records:
         written, source = read_volume(record.labels), read_volume(record.image)

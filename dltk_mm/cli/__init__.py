@@ -1,9 +1,11 @@
 """dltk_mm.cli: the ``dltk-mm-*`` absl command lines.
 
-TensorFlow's C++ start-up messages are hidden in the commands (``TF_CPP_MIN_LOG_LEVEL=2`` unless
-the environment sets it); the commands print their own progress.
+TensorFlow's start-up messages are kept out of the commands' stderr where the user has not set
+``TF_CPP_MIN_LOG_LEVEL`` (:func:`dltk_mm.runtime.quiet_tensorflow_startup`); errors still show.
+The commands print their own progress; exit statuses and the fast-refusal pattern are in
+:mod:`dltk_mm.cli._common`.
 """
 
-import os
+from dltk_mm.runtime import quiet_tensorflow_startup
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow_startup()

@@ -7,10 +7,15 @@ Example::
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-from dltk_mm.cli._common import ProgressBar, handle_errors, require_flags, validate_positive
-from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
+from dltk_mm.cli._common import (
+    ProgressBar,
+    handle_errors,
+    require_flags,
+    run_command,
+    validate_positive,
+)
 
 FLAGS = flags.FLAGS
 
@@ -35,6 +40,8 @@ validate_positive("anatomy_scale")
 def main(argv: list[str]) -> None:
     """Generates the data set and prints a summary."""
     del argv
+    from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
+
     config = PhantomConfig(
         anatomy_scale=FLAGS.anatomy_scale,
         matrix={"ct": FLAGS.matrix, "mr": FLAGS.matrix},
@@ -51,8 +58,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """Console entry point."""
-    app.run(main)
+    """Console entry point (exit statuses: see :mod:`dltk_mm.cli._common`)."""
+    run_command(main)
 
 
 if __name__ == "__main__":

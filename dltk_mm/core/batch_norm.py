@@ -1,7 +1,7 @@
 """Batch normalisation of 3-D feature maps through TensorFlow's fused kernel.
 
 The residual units and upscore units normalise every convolution's input (Valindria et al.
-2018, section 3: pre-activation residual units; spec section 2). Keras 3's
+2018, section 3: pre-activation residual units; docs/paper.md, section 2.1). Keras 3's
 :class:`keras.layers.BatchNormalization` computes the batch moments and the normalisation with
 separate element-wise ops (mean, squared difference, mean, scale, shift, and as many again for the
 gradient); on a 5-D ``(batch, z, y, x, channels)`` tensor they cost about as much as a third of the

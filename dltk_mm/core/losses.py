@@ -1,4 +1,4 @@
-"""Segmentation losses: soft Dice (Valindria et al. 2018, spec section 5), cross-entropy, their sum.
+"""Segmentation losses: soft Dice, cross-entropy, their sum (docs/paper.md, section 4.3).
 
 Every loss is a plain function ``loss(labels, logits) -> scalar`` with integer ``labels`` of shape
 ``(batch, *spatial)`` (a trailing channel axis of size 1 is accepted) and float ``logits`` of shape
@@ -33,12 +33,12 @@ def soft_dice_per_class(labels: tf.Tensor, logits: tf.Tensor, smooth: float = 0.
     """Soft Dice per sample and class, ``(batch, num_classes)``.
 
     With ``p = softmax(logits)`` and ``g = one_hot(labels)``, summed over the spatial axes:
-    ``D = (2 sum(p g) + smooth) / (sum(p) + sum(g) + smooth)`` (spec section 5; the authors used
-    ``smooth = 0``). Guard: where the denominator is exactly 0 - the class is absent from the truth
-    and its predicted probability underflowed to 0 everywhere, i.e. both are empty - D is defined
-    as 1 (perfect agreement) instead of 0/0 = NaN; the gradient there is 0. With float32 softmax
-    this only happens for extremely confident predictions; otherwise an absent class gives
-    ``D = 0`` exactly as in the paper.
+    ``D = (2 sum(p g) + smooth) / (sum(p) + sum(g) + smooth)`` (docs/paper.md, section 4.3; the
+    authors used ``smooth = 0``). Guard: where the denominator is exactly 0 - the class is absent
+    from the truth and its predicted probability underflowed to 0 everywhere, i.e. both are empty -
+    D is defined as 1 (perfect agreement) instead of 0/0 = NaN; the gradient there is 0. With
+    float32 softmax this only happens for extremely confident predictions; otherwise an absent
+    class gives ``D = 0`` exactly as in the paper.
 
     Args:
         labels: integer class map, ``(batch, *spatial)``.
@@ -63,7 +63,7 @@ def soft_dice_per_class(labels: tf.Tensor, logits: tf.Tensor, smooth: float = 0.
 def dice_loss(labels: tf.Tensor, logits: tf.Tensor, smooth: float = 0.0) -> tf.Tensor:
     """Soft Dice loss: 1 - mean over samples and classes (background included) of the soft Dice.
 
-    See :func:`soft_dice_per_class` (Valindria et al. 2018, section 4; spec section 5).
+    See :func:`soft_dice_per_class` (Valindria et al. 2018, section 4; docs/paper.md, section 4.3).
     """
     return 1.0 - tf.reduce_mean(soft_dice_per_class(labels, logits, smooth=smooth))
 
@@ -86,6 +86,9 @@ _LOSSES: dict[str, LossFunction] = {
     "cross_entropy": cross_entropy_loss,
     "dice_cross_entropy": dice_cross_entropy_loss,
 }
+
+#: The loss names :func:`get_loss` knows (``"dice"`` is the paper's; docs/paper.md, section 4.3).
+LOSS_NAMES: tuple[str, ...] = tuple(_LOSSES)
 
 
 def get_loss(name: str | LossFunction) -> LossFunction:

@@ -1,9 +1,9 @@
 """Segmentation metrics: hard Dice per class, 95th-percentile Hausdorff distance and ASSD.
 
-Valindria et al. (WACV 2018, Section 4 and Tables 1-3) report the Dice similarity coefficient per
-organ. The surface distances (HD95, ASSD) are added for a fuller evaluation; they are computed in
-millimetres from surface voxels and exact Euclidean distance maps (SimpleITK's
-``SignedMaurerDistanceMap`` with the image spacing).
+Valindria et al. (WACV 2018, Section 4 and Tables 1-3; docs/paper.md, section 7) report the Dice
+similarity coefficient per organ. The surface distances (HD95, ASSD) are added for a fuller
+evaluation; they are computed in millimetres from surface voxels and exact Euclidean distance maps
+(SimpleITK's ``SignedMaurerDistanceMap`` with the image spacing).
 
 Conventions:
 
@@ -22,11 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from dltk_mm.io.labels import LABEL_NAMES
-
-#: Names of the label values 0..4 (the paper's table order; "right" is the patient's right).
-CLASS_NAMES: tuple[str, ...] = LABEL_NAMES
-"""Class names of the project label map (see :mod:`dltk_mm.io.labels`)."""
+from dltk_mm.core.label_map import LABEL_NAMES
 
 
 def dice_per_class(
@@ -210,7 +206,7 @@ def organ_metrics(
     prediction: np.ndarray,
     truth: np.ndarray,
     spacing: Sequence[float],
-    class_names: Sequence[str] = CLASS_NAMES,
+    class_names: Sequence[str] = LABEL_NAMES,
 ) -> dict[str, dict[str, float]]:
     """Dice, HD95 and ASSD of every organ (every class except the background, label 0).
 

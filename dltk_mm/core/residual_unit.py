@@ -113,7 +113,7 @@ class ChannelZeroPadding(keras.layers.Layer):
 def conv_factory(
     filters: int, kernel_size: Sequence[int], strides: Sequence[int] = (1, 1, 1)
 ) -> LayerFactory:
-    """Factory of the convolutions used throughout (spec section 2).
+    """Factory of the convolutions used throughout (docs/paper.md, section 2.1).
 
     No bias, LeCun-uniform initialisation, 'same' padding, channels-last. Strided convolutions
     are :class:`~dltk_mm.core.strided_conv.StridedConv3D` (a ``Conv3D`` with the same weights
@@ -137,7 +137,7 @@ def conv_factory(
 
 
 def batch_norm_factory(momentum: float, epsilon: float) -> LayerFactory:
-    """Factory of batch-norm layers (Keras defaults: momentum 0.99, epsilon 1e-3; spec 2)."""
+    """Factory of batch-norm layers (momentum 0.99, epsilon 1e-3; docs/paper.md, section 2.1)."""
 
     def make(name: str) -> keras.layers.Layer:
         return BatchNormalization3D(momentum=momentum, epsilon=epsilon, name=name)
@@ -160,7 +160,8 @@ def residual_unit(
     """Wires a 3D pre-activation residual unit (He et al., "Identity mappings", ECCV 2016).
 
     ``BN -> leaky ReLU -> conv(strides) -> BN -> leaky ReLU -> conv(kernel_size)`` plus the
-    shortcut, with no activation after the sum (Valindria et al. 2018, section 3; spec section 2).
+    shortcut, with no activation after the sum (Valindria et al. 2018, section 3; docs/paper.md,
+    section 2.2).
     The shortcut is the raw unit input; when the unit is strided it is max-pooled with
     window = stride, following DLTK (``max_pooling3d`` in ``dltk/core/residual_unit.py`` and
     ``tf.nn.max_pool3d`` in the early ``dltk/core/modules/residual_units.py`` the authors used).

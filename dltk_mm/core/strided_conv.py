@@ -12,7 +12,7 @@ where neither is in use (:func:`space_to_depth_is_faster`).
 
 :class:`StridedConv3D` is a :class:`keras.layers.Conv3D` (same weights, same variable names and
 shapes, same config, same results). It is used for the strided first convolution of the residual
-units (Valindria et al. 2018, section 3; spec section 2).
+units (Valindria et al. 2018, section 3; docs/paper.md, section 2.2).
 """
 
 from __future__ import annotations

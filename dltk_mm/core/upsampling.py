@@ -1,8 +1,8 @@
 """Fixed (non-trainable) linear upsampling, separable per axis.
 
 Valindria et al. (WACV 2018) upsample coarse scores with a fixed linear (trilinear) interpolation
-kernel inside the upscore units (spec section 2). Here the interpolation is computed with cheap
-slicing, weighted sums and a reshape per axis: no transposed convolution, no weights.
+kernel inside the upscore units (docs/paper.md, section 2.3). Here the interpolation is computed
+with cheap slicing, weighted sums and a reshape per axis: no transposed convolution, no weights.
 
 Output voxel ``j`` of an axis upsampled by an integer factor ``s`` sits at input coordinate
 ``c = (j + 0.5) / s - 0.5`` (voxel centres aligned, "half-pixel"); its value is the linear

@@ -49,7 +49,7 @@ def upscore_unit(
     layers: LayerProvider | None = None,
     name: str = "upscore",
 ) -> tf.Tensor:
-    """Wires an upscore unit (spec section 2).
+    """Wires an upscore unit (docs/paper.md, section 2.3).
 
     ``x = inputs``; if its channel count differs from ``filters`` (the number of classes) a
     convolution with ``kernel_size`` (paper 1^3, code 3^3) reduces it; ``x`` is upsampled by

@@ -1,8 +1,8 @@
 """Evaluation of predicted label maps against reference labels: Dice, HD95 and ASSD per organ.
 
-Valindria et al. (WACV 2018, Tables 1-3) report the Dice coefficient per organ, averaged over all
-test cases; :func:`summarise` gives that mean (and the standard deviation) per modality and organ,
-plus the surface distances of :mod:`dltk_mm.core.metrics`.
+The paper's Tables 1-3 (docs/paper.md, section 7) report the Dice coefficient per organ, averaged
+over all test cases; :func:`summarise` gives that mean (and the standard deviation) per modality
+and organ, plus the surface distances of :mod:`dltk_mm.core.metrics`.
 
 Prediction file naming (shared with the predict command): the prediction of subject ``S`` is
 ``<predictions folder>/S.nii.gz`` (:func:`prediction_path`), written on the grid of the subject's
@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 from absl import logging
 
-from dltk_mm.core.metrics import CLASS_NAMES, organ_metrics
+from dltk_mm.core.label_map import organ_names
+from dltk_mm.core.metrics import organ_metrics
 from dltk_mm.errors import ConfigurationError, InputDataError
-from dltk_mm.io.labels import NUM_CLASSES, get_preset
+from dltk_mm.io.labels import NUM_CLASSES, get_preset, resolve_preset_reference
 from dltk_mm.io.manifest import load_manifest, row_label_preset
 from dltk_mm.io.readers import read_volume
 
@@ -49,14 +50,16 @@ ProgressFn = Callable[[int, int, pd.DataFrame], None]
 
 
 class EvaluationPair(NamedTuple):
-    """One volume to evaluate: subject, modality, prediction file, reference label file, and the
-    label preset of the reference file (``None``: the one given to :func:`evaluate_pairs`)."""
+    """One volume to evaluate: subject, modality, prediction file, reference label file, the
+    label preset of the reference file (``None``: the one given to :func:`evaluate_pairs`) and
+    the subject's image (from a manifest; ``None`` otherwise), which is never written to."""
 
     subject_id: str
     modality: str
     prediction: Path
     label: Path
     label_preset: str | None = None
+    image: Path | None = None
 
 
 def prediction_path(predictions_dir: str | os.PathLike, subject_id: str) -> Path:
@@ -72,10 +75,40 @@ def prediction_path(predictions_dir: str | os.PathLike, subject_id: str) -> Path
     return Path(predictions_dir) / f"{subject_id}{PREDICTION_SUFFIX}"
 
 
-def _default_class_names(num_classes: int) -> tuple[str, ...]:
-    if num_classes <= len(CLASS_NAMES):
-        return CLASS_NAMES[:num_classes]
-    return CLASS_NAMES + tuple(f"class_{i}" for i in range(len(CLASS_NAMES), num_classes))
+def input_files(pairs: Iterable[EvaluationPair]) -> set[Path]:
+    """Every file an evaluation reads (predictions, labels and the manifest's images), resolved.
+
+    The command line refuses an output path among them (nothing a user gave is overwritten).
+    """
+    files = set()
+    for pair in pairs:
+        for path in (pair.prediction, pair.label, pair.image):
+            if path is not None:
+                files.add(Path(path).expanduser().resolve())
+    return files
+
+
+def _refuse_shared_predictions(pairs: Sequence[EvaluationPair], lines: Sequence[int],
+                               csv_path: Path) -> None:
+    """Two manifest rows that would read one prediction file (a subject id in CT and MR)."""
+    first: dict[Path, int] = {}
+    problems = []
+    for index, pair in enumerate(pairs):
+        key = pair.prediction.expanduser().resolve()
+        if key in first:
+            other = pairs[first[key]]
+            problems.append(
+                f"line {lines[first[key]]} (subject {other.subject_id}, {other.modality}) and "
+                f"line {lines[index]} (subject {pair.subject_id}, {pair.modality}) both read "
+                f"prediction {pair.prediction}")
+        else:
+            first[key] = index
+    if problems:
+        raise InputDataError(
+            f"manifest {csv_path}: " + "; ".join(problems) + "; each row needs its own "
+            f"prediction: in a predictions folder they are named <subject_id>{PREDICTION_SUFFIX},"
+            " so give each row a unique subject id (as dltk-mm-predict requires), or evaluate "
+            "one modality at a time (--modality) with its own predictions folder")
 
 
 def pairs_from_manifest(
@@ -102,7 +135,8 @@ def pairs_from_manifest(
 
     Raises:
         InputDataError: If the manifest is invalid, lacks a ``prediction`` column when no folder
-            is given, or has no labelled row (of the requested modality).
+            is given, has no labelled row (of the requested modality), or two rows would read
+            one prediction file (the same subject id in a CT and an MR row), naming the lines.
     """
     frame = load_manifest(manifest_csv, check_files=False, check_grids=False)
     csv_path = Path(frame.attrs["manifest_path"])
@@ -122,6 +156,7 @@ def pairs_from_manifest(
                 "choose one of those modalities"
             )
     pairs: list[EvaluationPair] = []
+    lines: list[int] = []
     problems: list[str] = []
     for position, record in zip(frame.index, frame.to_dict("records"), strict=True):
         line = int(position) + 2
@@ -143,10 +178,13 @@ def pairs_from_manifest(
             prediction = Path(os.path.expanduser(text))
             if not prediction.is_absolute():
                 prediction = csv_path.parent / prediction
+        image = Path(record["image"]) if str(record["image"]).strip() else None
         pairs.append(EvaluationPair(subject, record["modality"], prediction, Path(record["label"]),
-                                    row_label_preset(record, label_preset)))
+                                    row_label_preset(record, label_preset), image))
+        lines.append(line)
     if problems:
         raise InputDataError(f"manifest {csv_path}: " + "; ".join(problems))
+    _refuse_shared_predictions(pairs, lines, csv_path)
     if not pairs:
         raise InputDataError(
             f"manifest {csv_path}: no row with a label"
@@ -216,12 +254,17 @@ def pairs_from_folders(
     return pairs
 
 
-def _as_label_map(array: np.ndarray, path: Path, num_classes: int, what: str) -> np.ndarray:
-    """Checks that a volume holds integer labels in [0, num_classes) and returns it as int16."""
+def _as_label_map(array: np.ndarray, path: Path, num_classes: int, what: str,
+                  allow_unknown: bool = False) -> np.ndarray:
+    """Checks that a volume holds integer labels in [0, num_classes) and returns it as int16.
+
+    With ``allow_unknown`` values outside the range become background (with a warning naming the
+    file and the values) instead of failing.
+    """
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(array == np.round(array)):
             raise InputDataError(
-                f"{path}: the {what} holds non-integer values; it must be a label map "
+                f"{path}: the {what} holds non-integer values (or NaN); it must be a label map "
                 "(integers 0 background, 1 liver, 2 spleen, 3 right kidney, 4 left kidney)"
             )
     elif not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
@@ -230,16 +273,91 @@ def _as_label_map(array: np.ndarray, path: Path, num_classes: int, what: str) ->
     bad = values[(values < 0) | (values >= num_classes)]
     if bad.size:
         shown = ", ".join(str(int(v)) for v in bad[:10])
-        raise InputDataError(
-            f"{path}: the {what} holds label value(s) {shown} outside 0..{num_classes - 1}; map "
-            "the labels to 0 background, 1 liver, 2 spleen, 3 right kidney, 4 left kidney (see "
-            "dltk_mm.io.labels) or set --num_classes"
-        )
+        if not allow_unknown:
+            raise InputDataError(
+                f"{path}: the {what} holds label value(s) {shown} outside 0..{num_classes - 1}; "
+                "map the labels to 0 background, 1 liver, 2 spleen, 3 right kidney, 4 left "
+                "kidney (see dltk_mm.io.labels), set --num_classes, or allow unknown labels "
+                "(--allow_unknown_labels) to count them as background"
+            )
+        logging.warning("%s: the %s holds label value(s) %s outside 0..%d; counted as background",
+                        path, what, shown, num_classes - 1)
+        array = np.where((array < 0) | (array >= num_classes), 0, array)
     return array.astype(np.int16, copy=False)
 
 
+def _as_pairs(pairs: Iterable[Sequence], label_preset: str) -> list[EvaluationPair]:
+    """:class:`EvaluationPair` of every tuple, with its label preset filled in (a name in lower
+    case, a preset file as an absolute path)."""
+    result = []
+    for pair in pairs:
+        preset = pair[4] if len(pair) > 4 and pair[4] is not None else label_preset
+        image = Path(pair[5]) if len(pair) > 5 and pair[5] is not None else None
+        result.append(EvaluationPair(str(pair[0]), str(pair[1]).lower(), Path(pair[2]),
+                                     Path(pair[3]), resolve_preset_reference(preset, Path.cwd()),
+                                     image))
+    return result
+
+
+def _check_presets(pairs: Sequence[EvaluationPair], num_classes: int) -> None:
+    for preset in sorted({pair.label_preset for pair in pairs}):
+        get_preset(preset)  # unknown names fail before any file is read
+        if preset != "identity" and num_classes != NUM_CLASSES:
+            raise ConfigurationError(
+                f"label preset '{preset}' maps to the {NUM_CLASSES}-label project map; "
+                f"num_classes={num_classes} fits only the 'identity' preset"
+            )
+
+
+def _check_files_exist(pairs: Sequence[EvaluationPair]) -> None:
+    missing = []
+    for pair in pairs:
+        for kind, path in (("prediction", pair.prediction), ("label", pair.label)):
+            if not path.is_file():
+                missing.append(f"subject {pair.subject_id} ({pair.modality}): {kind} {path} "
+                               "not found")
+    if missing:
+        raise InputDataError(
+            f"{len(missing)} missing file(s):\n  " + "\n  ".join(missing[:50])
+            + f"\nrun the predict command for these subjects (it writes <subject_id>"
+            f"{PREDICTION_SUFFIX} into the predictions folder) or fix the paths"
+        )
+
+
+def _evaluate_pair(pair: EvaluationPair, num_classes: int, names: Sequence[str],
+                   grid_tolerance: float, allow_unknown_labels: bool) -> pd.DataFrame:
+    """The rows of one subject (one per organ)."""
+    label = read_volume(pair.label)
+    prediction = read_volume(pair.prediction)
+    differences = prediction.geometry.grid_differences(label.geometry, grid_tolerance)
+    if differences:
+        raise InputDataError(
+            f"subject {pair.subject_id} ({pair.modality}): prediction {pair.prediction} and "
+            f"label {pair.label} lie on different grids (prediction vs label: "
+            f"{'; '.join(differences)}); write the prediction on the grid of the subject's "
+            "input image (the predict command does) or resample it onto the label's grid "
+            "with nearest-neighbour interpolation"
+        )
+    reference = label.array
+    if pair.label_preset != "identity":
+        reference = get_preset(pair.label_preset).apply(
+            reference, source=str(pair.label), allow_unknown=allow_unknown_labels)
+    truth = _as_label_map(reference, pair.label, num_classes, "label",
+                          allow_unknown=allow_unknown_labels)
+    predicted = _as_label_map(prediction.array, pair.prediction, num_classes, "prediction")
+    results = organ_metrics(predicted, truth, label.geometry.spacing, names)
+    logging.debug("evaluated %s (%s): %s", pair.subject_id, pair.modality,
+                  ", ".join(f"{o} {v['dice']:.3f}" for o, v in results.items()))
+    return pd.DataFrame(
+        [{"subject_id": pair.subject_id, "modality": pair.modality, "organ": organ, **values,
+          "prediction": str(pair.prediction), "label": str(pair.label)}
+         for organ, values in results.items()],
+        columns=list(RESULT_COLUMNS),
+    )
+
+
 def evaluate_pairs(
-    pairs: Iterable[tuple[str, str, str | os.PathLike, str | os.PathLike]],
+    pairs: Iterable[Sequence],
     num_classes: int = 5,
     class_names: Sequence[str] | None = None,
     grid_tolerance: float = 1e-3,
@@ -255,20 +373,21 @@ def evaluate_pairs(
     All files are checked for existence before any is read.
 
     Args:
-        pairs: ``(subject_id, modality, prediction_path, label_path[, label_preset])`` tuples
-            (e.g. :class:`EvaluationPair`); a pair's own label preset (not None) overrides
+        pairs: ``(subject_id, modality, prediction_path, label_path[, label_preset[, image]])``
+            tuples (e.g. :class:`EvaluationPair`); a pair's own label preset (not None) overrides
             ``label_preset``.
         num_classes: Number of labels (0 is the background), 5 in the paper.
-        class_names: Names of labels ``0 .. num_classes - 1``; defaults to
-            :data:`dltk_mm.core.metrics.CLASS_NAMES`.
+        class_names: Names of labels ``0 .. num_classes - 1``; defaults to the project's
+            (:mod:`dltk_mm.core.label_map`).
         grid_tolerance: Relative tolerance of the grid comparison.
         progress: Called as ``progress(done, total, rows)`` after each subject, ``rows`` being that
             subject's rows of the result.
-        label_preset: How the reference labels' ids map to the project map (see
-            :mod:`dltk_mm.io.labels`; ``"identity"``: already in it). Any other preset needs
-            ``num_classes`` = 5.
-        allow_unknown_labels: Map reference ids the preset does not know to background (with a
-            warning) instead of failing.
+        label_preset: How the reference labels' ids map to the project map: a preset name or a
+            ``.json``/``.csv`` preset file (see :mod:`dltk_mm.io.labels`; ``"identity"``: already
+            in it). Any other preset needs ``num_classes`` = 5.
+        allow_unknown_labels: Count reference ids the preset does not know (with ``"identity"``:
+            ids outside ``0 .. num_classes - 1``) as background, with a warning, instead of
+            failing. Predictions are always checked.
 
     Returns:
         One row per subject and organ (label order), columns :data:`RESULT_COLUMNS`; NaN Dice and
@@ -281,80 +400,23 @@ def evaluate_pairs(
     """
     if num_classes < 2:
         raise ConfigurationError(f"num_classes must be at least 2, got {num_classes}")
-    names = tuple(class_names) if class_names is not None else _default_class_names(num_classes)
+    names = (tuple(class_names) if class_names is not None
+             else ("background", *organ_names(num_classes)))
     if len(names) != num_classes:
         raise ConfigurationError(
             f"{len(names)} class names {names} given for num_classes={num_classes}"
         )
-    pair_list = [
-        EvaluationPair(str(pair[0]), str(pair[1]).lower(), Path(pair[2]), Path(pair[3]),
-                       (pair[4] if len(pair) > 4 and pair[4] is not None else label_preset).lower())
-        for pair in pairs
-    ]
-    for preset in sorted({pair.label_preset for pair in pair_list}):
-        get_preset(preset)  # unknown names fail before any file is read
-        if preset != "identity" and num_classes != NUM_CLASSES:
-            raise ConfigurationError(
-                f"label preset '{preset}' maps to the {NUM_CLASSES}-label project map; "
-                f"num_classes={num_classes} fits only the 'identity' preset"
-            )
+    pair_list = _as_pairs(pairs, label_preset)
+    _check_presets(pair_list, num_classes)
     if not pair_list:
         raise InputDataError("nothing to evaluate: no (prediction, label) pair was given")
-    missing = []
-    for pair in pair_list:
-        if not pair.prediction.is_file():
-            missing.append(f"subject {pair.subject_id} ({pair.modality}): prediction "
-                           f"{pair.prediction} not found")
-        if not pair.label.is_file():
-            missing.append(f"subject {pair.subject_id} ({pair.modality}): label {pair.label} "
-                           "not found")
-    if missing:
-        raise InputDataError(
-            f"{len(missing)} missing file(s):\n  " + "\n  ".join(missing[:50])
-            + f"\nrun the predict command for these subjects (it writes <subject_id>"
-            f"{PREDICTION_SUFFIX} into the predictions folder) or fix the paths"
-        )
-
+    _check_files_exist(pair_list)
     frames: list[pd.DataFrame] = []
-    total = len(pair_list)
     for done, pair in enumerate(pair_list, start=1):
-        label = read_volume(pair.label)
-        prediction = read_volume(pair.prediction)
-        differences = prediction.geometry.grid_differences(label.geometry, grid_tolerance)
-        if differences:
-            raise InputDataError(
-                f"subject {pair.subject_id} ({pair.modality}): prediction {pair.prediction} and "
-                f"label {pair.label} lie on different grids (prediction vs label: "
-                f"{'; '.join(differences)}); write the prediction on the grid of the subject's "
-                "input image (the predict command does) or resample it onto the label's grid "
-                "with nearest-neighbour interpolation"
-            )
-        reference = label.array
-        if pair.label_preset != "identity":
-            reference = get_preset(pair.label_preset).apply(
-                reference, source=str(pair.label), allow_unknown=allow_unknown_labels)
-        truth = _as_label_map(reference, pair.label, num_classes, "label")
-        predicted = _as_label_map(prediction.array, pair.prediction, num_classes, "prediction")
-        results = organ_metrics(predicted, truth, label.geometry.spacing, names)
-        rows = pd.DataFrame(
-            [
-                {
-                    "subject_id": pair.subject_id,
-                    "modality": pair.modality,
-                    "organ": organ,
-                    **values,
-                    "prediction": str(pair.prediction),
-                    "label": str(pair.label),
-                }
-                for organ, values in results.items()
-            ],
-            columns=list(RESULT_COLUMNS),
-        )
-        logging.debug("evaluated %s (%s): %s", pair.subject_id, pair.modality,
-                     ", ".join(f"{o} {v['dice']:.3f}" for o, v in results.items()))
+        rows = _evaluate_pair(pair, num_classes, names, grid_tolerance, allow_unknown_labels)
         frames.append(rows)
         if progress is not None:
-            progress(done, total, rows)
+            progress(done, len(pair_list), rows)
     return pd.concat(frames, ignore_index=True)
 
 

@@ -1,5 +1,11 @@
-"""dltk_mm.inference: whole-volume prediction from a patch-trained network."""
+"""dltk_mm.inference: whole-volume segmentation from a patch-trained network."""
 
+from dltk_mm.inference.segment import (
+    InferenceConfig,
+    Segmentation,
+    StreamProbabilities,
+    segment_volume,
+)
 from dltk_mm.inference.sliding_window import (
     count_windows,
     gaussian_weights,
@@ -7,4 +13,13 @@ from dltk_mm.inference.sliding_window import (
     window_starts,
 )
 
-__all__ = ["count_windows", "gaussian_weights", "sliding_window_inference", "window_starts"]
+__all__ = [
+    "InferenceConfig",
+    "Segmentation",
+    "StreamProbabilities",
+    "count_windows",
+    "gaussian_weights",
+    "segment_volume",
+    "sliding_window_inference",
+    "window_starts",
+]

@@ -4,7 +4,9 @@ Valindria et al. (WACV 2018) segment a whole preprocessed volume with the patch-
 sliding a 64^3 window over it; class probabilities are averaged where windows overlap, then the
 argmax gives the labels. The authors' code used 50 % overlap for validation and no overlap at test
 time; dltk_mm defaults to 50 % (``overlap=0.5``) and ``overlap=0.0`` reproduces the code's test-time
-setting.
+setting (docs/paper.md, section 6). Callers go through
+:func:`dltk_mm.inference.segment.segment_volume`, which adds mirroring, the argmax and
+post-processing.
 
 Memory: the output accumulator is ``(z, y, x, C)`` float32 plus a ``(z, y, x)`` float32 weight map,
 and one batch of windows is alive at a time. The peak host memory in bytes is about::
@@ -102,8 +104,8 @@ def sliding_window_inference(
     ``predict_fn`` in batches, weighted (``"uniform"``: 1; ``"gaussian"``:
     :func:`gaussian_weights`, sigma = patch / 8) and summed in float32 on the host together with a
     weight map; the sum is divided by the weight map and the padding cropped off
-    (Valindria et al., WACV 2018, Section 4: windows over the whole volume, overlapping
-    probabilities averaged).
+    (docs/paper.md, section 6: windows over the whole volume, overlapping probabilities
+    averaged).
 
     Args:
         volume: float32 image ``(z, y, x)`` or ``(z, y, x, c)``; a 3-D volume gets one channel.
@@ -141,41 +143,20 @@ def sliding_window_inference(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if weighting == "uniform":
-        weights = np.ones(patch, dtype=np.float32)
-    elif weighting == "gaussian":
-        weights = gaussian_weights(patch)
-    else:
-        raise ValueError(f"weighting must be 'uniform' or 'gaussian', got {weighting!r}")
-
+    weights = _window_weights(weighting, patch)
     spatial = volume.shape[:3]
-    channels = volume.shape[3]
-    pad_before = [max(0, p - s) // 2 for s, p in zip(spatial, patch, strict=True)]
-    pad_after = [max(0, p - s) - b for s, p, b in zip(spatial, patch, pad_before, strict=True)]
-    if any(pad_before) or any(pad_after):
-        volume = np.pad(
-            volume,
-            [*zip(pad_before, pad_after, strict=True), (0, 0)],
-            mode="constant",
-            constant_values=pad_value,
-        )
+    volume, pad_before = _pad_to_patch(volume, patch, pad_value)
     padded = volume.shape[:3]
 
     starts = [window_starts(s, p, overlap) for s, p in zip(padded, patch, strict=True)]
     corners = [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
     total = len(corners)
-    logging.debug(
-        "sliding window: volume %s (padded %s), patch %s, overlap %s, %d windows",
-        spatial,
-        padded,
-        patch,
-        overlap,
-        total,
-    )
+    logging.debug("sliding window: volume %s (padded %s), patch %s, overlap %s, %d windows",
+                  spatial, padded, patch, overlap, total)
 
     accumulator: np.ndarray | None = None
     weight_map = np.zeros(padded, dtype=np.float32)
-    batch = np.zeros((batch_size, *patch, channels), dtype=np.float32)
+    batch = np.zeros((batch_size, *patch, volume.shape[3]), dtype=np.float32)
     for first in range(0, total, batch_size):
         chunk = corners[first : first + batch_size]
         for i, (z, y, x) in enumerate(chunk):
@@ -185,18 +166,7 @@ def sliding_window_inference(
             inputs = batch
         else:
             inputs = batch[: len(chunk)]
-        outputs = np.asarray(predict_fn(inputs), dtype=np.float32)
-        if (
-            outputs.ndim != 5
-            or outputs.shape[0] != inputs.shape[0]
-            or outputs.shape[1:4] != patch
-            or (num_classes is not None and outputs.shape[4] != num_classes)
-        ):
-            expected_classes = "C" if num_classes is None else num_classes
-            raise ValueError(
-                f"predict_fn returned shape {outputs.shape} for windows {inputs.shape}; expected "
-                f"({inputs.shape[0]}, {patch[0]}, {patch[1]}, {patch[2]}, {expected_classes})"
-            )
+        outputs = _checked_output(predict_fn(inputs), inputs.shape, patch, num_classes)
         if accumulator is None:
             num_classes = int(outputs.shape[4])
             accumulator = np.zeros((*padded, num_classes), dtype=np.float32)
@@ -214,6 +184,44 @@ def sliding_window_inference(
     accumulator /= weight_map[..., np.newaxis]
     crop = tuple(slice(b, b + s) for b, s in zip(pad_before, spatial, strict=True))
     return np.ascontiguousarray(accumulator[crop])
+
+
+def _window_weights(weighting: str, patch: tuple[int, ...]) -> np.ndarray:
+    if weighting == "uniform":
+        return np.ones(patch, dtype=np.float32)
+    if weighting == "gaussian":
+        return gaussian_weights(patch)
+    raise ValueError(f"weighting must be 'uniform' or 'gaussian', got {weighting!r}")
+
+
+def _pad_to_patch(volume: np.ndarray, patch: tuple[int, ...], pad_value: float
+                  ) -> tuple[np.ndarray, list[int]]:
+    """``volume`` padded (centred) along every axis shorter than the patch, and the padding
+    added before each axis."""
+    spatial = volume.shape[:3]
+    pad_before = [max(0, p - s) // 2 for s, p in zip(spatial, patch, strict=True)]
+    pad_after = [max(0, p - s) - b for s, p, b in zip(spatial, patch, pad_before, strict=True)]
+    if any(pad_before) or any(pad_after):
+        volume = np.pad(volume, [*zip(pad_before, pad_after, strict=True), (0, 0)],
+                        mode="constant", constant_values=pad_value)
+    return volume, pad_before
+
+
+def _checked_output(output: object, input_shape: tuple[int, ...], patch: tuple[int, ...],
+                    num_classes: int | None) -> np.ndarray:
+    outputs = np.asarray(output, dtype=np.float32)
+    if (
+        outputs.ndim != 5
+        or outputs.shape[0] != input_shape[0]
+        or outputs.shape[1:4] != patch
+        or (num_classes is not None and outputs.shape[4] != num_classes)
+    ):
+        expected_classes = "C" if num_classes is None else num_classes
+        raise ValueError(
+            f"predict_fn returned shape {outputs.shape} for windows {input_shape}; expected "
+            f"({input_shape[0]}, {patch[0]}, {patch[1]}, {patch[2]}, {expected_classes})"
+        )
+    return outputs
 
 
 def count_windows(

@@ -1,7 +1,10 @@
-"""dltk_mm.io: reading, validating and preprocessing CT/MR volumes, and synthetic phantoms."""
+"""dltk_mm.io: reading, validating and preprocessing CT/MR volumes, and synthetic phantoms.
+
+The label map itself (``LABEL_NAMES``, ``NUM_CLASSES``) is :mod:`dltk_mm.core.label_map`.
+"""
 
 from dltk_mm.io.geometry import Geometry, direction_from_orientation, orientation_from_direction
-from dltk_mm.io.labels import LABEL_NAMES, NUM_CLASSES, PRESETS, LabelPreset, get_preset, map_labels
+from dltk_mm.io.labels import PRESETS, LabelPreset, get_preset, map_labels
 from dltk_mm.io.manifest import load_manifest, write_manifest
 from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset, make_phantom
 from dltk_mm.io.preprocessing import (
@@ -16,8 +19,6 @@ from dltk_mm.io.preprocessing import (
 from dltk_mm.io.readers import Volume, read_geometry, read_image, read_volume, write_volume
 
 __all__ = [
-    "LABEL_NAMES",
-    "NUM_CLASSES",
     "PRESETS",
     "CropBox",
     "Geometry",

@@ -1,5 +1,7 @@
 """Intensity and geometric augmentation of training patches, in stateless TensorFlow ops.
 
+docs/paper.md, section 4.2 (flips: section 9).
+
 Valindria et al. (WACV 2018) augment with additive Gaussian noise (sigma 0.1 per voxel) and a
 random intensity offset (sigma 0.1). Their code drew one offset per volume read, shared by all
 patches cut from it; :mod:`dltk_mm.io.pipeline` does the same by seeding the offset with the read's
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from dltk_mm.errors import ConfigurationError
-from dltk_mm.io.sampling import SeedLike, as_seed, derive_seed
+from dltk_mm.io.seeds import SeedLike, as_seed
 
 #: Spatial axis of left-right (x) in ``(z, y, x)``.
 LEFT_RIGHT_AXIS = 2
@@ -189,39 +191,3 @@ def random_flip(
             lambda im=image, lb=label: (im, lb),
         )
     return image, label
-
-
-def augment_read(
-    images: tf.Tensor, labels: tf.Tensor, config: AugmentationConfig, seed: SeedLike
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Augments the patches of ONE volume read: a shared offset, per-patch flips, per-voxel noise.
-
-    Args:
-        images: float ``(n, z, y, x)`` patches of one volume read.
-        labels: ``(n, z, y, x)``.
-        config: What to apply.
-        seed: Stateless seed of this read, shape ``[2]``.
-
-    Returns:
-        ``(images, labels)`` augmented.
-    """
-    seed = as_seed(seed)
-    images = add_intensity_offset(images, config.offset_sigma, derive_seed(seed, 0))
-    if config.flip_axes:
-        num = tf.shape(images)[0]
-        flip_seeds = tf.map_fn(
-            lambda i: derive_seed(derive_seed(seed, 1), i),
-            tf.range(num, dtype=tf.int64),
-            fn_output_signature=tf.TensorSpec([2], tf.int64),
-        )
-        images, labels = tf.map_fn(
-            lambda args: random_flip(args[0], args[1], config.flip_axes, args[2],
-                                     config.swap_lr_labels),
-            (images, labels, flip_seeds),
-            fn_output_signature=(
-                tf.TensorSpec(images.shape[1:], images.dtype),
-                tf.TensorSpec(labels.shape[1:], labels.dtype),
-            ),
-        )
-    images = add_gaussian_noise(images, config.noise_sigma, derive_seed(seed, 2))
-    return images, labels

@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from dltk_mm.errors import InputDataError
-from dltk_mm.io.labels import PRESETS
+from dltk_mm.io.files import atomic_write
+from dltk_mm.io.labels import preset_problem, resolve_preset_reference
 from dltk_mm.io.readers import read_geometry
 
 REQUIRED_COLUMNS = ("subject_id", "modality", "image")
@@ -52,28 +53,8 @@ def _record_lines(csv_path: Path, rows: int) -> list[int]:
     return starts if len(starts) == rows else fallback
 
 
-def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = None,
-                  require_labels: bool = False, check_files: bool = True,
-                  check_grids: bool = True, grid_tolerance: float = 1e-3) -> pd.DataFrame:
-    """Reads and validates a manifest CSV.
-
-    Args:
-        path: the CSV file.
-        modalities: allowed modalities (lower-case); None allows any.
-        require_labels: every row must have a label (training / evaluation).
-        check_files: check that every image/label exists and its header can be read.
-        check_grids: check that each label lies on its image's grid (needs ``check_files``).
-        grid_tolerance: relative tolerance of the grid check (see ``Geometry.grid_differences``).
-
-    Returns:
-        DataFrame with columns subject_id, modality (lower-case), image and label as absolute path
-        strings (label None where absent), label_preset (lower-case, None where empty; only if
-        the CSV has that column), plus the CSV's extra columns.
-
-    Raises:
-        InputDataError: naming the CSV, each bad row (line number, subject) and the fix.
-    """
-    csv_path = Path(path).expanduser().resolve()
+def _read_frame(csv_path: Path) -> pd.DataFrame:
+    """The manifest table, column names stripped; it must have the required columns and a row."""
     if not csv_path.is_file():
         raise InputDataError(f"manifest {csv_path}: file not found; check the --manifest path")
     try:
@@ -94,14 +75,81 @@ def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = No
         raise InputDataError(f"manifest {csv_path}: has no rows; list one volume per row")
     if "label" not in frame.columns:
         frame["label"] = ""
+    return frame
+
+
+def _file_problems(where: str, image_path: Path | None, label_path: Path | None, base: Path,
+                   check_grids: bool, grid_tolerance: float) -> list[str]:
+    """What is wrong with a row's files: missing, unreadable header, label on another grid."""
+    problems: list[str] = []
+    geometries = {}
+    for kind, file_path in (("image", image_path), ("label", label_path)):
+        if file_path is None:
+            continue
+        if not file_path.exists():
+            problems.append(f"{where}: {kind} file {file_path} not found; fix the path "
+                            f"(relative paths are relative to {base})")
+            continue
+        try:
+            geometries[kind] = read_geometry(file_path)
+        except InputDataError as error:
+            problems.append(f"{where}: {kind} {error}")
+    if check_grids and len(geometries) == 2:
+        differences = geometries["image"].grid_differences(geometries["label"], grid_tolerance)
+        if differences:
+            problems.append(
+                f"{where}: image {image_path} and label {label_path} are on different grids "
+                f"({'; '.join(differences)}); resample the label onto the image grid (nearest "
+                "neighbour) or pair the right files"
+            )
+    return problems
+
+
+def _row_problems(where: str, subject: str, modality: str, image_path: Path | None,
+                  allowed: set[str] | None) -> list[str]:
+    """What is wrong with a row's own cells (subject id, modality, image path)."""
+    problems = []
+    if not subject:
+        problems.append(f"{where}: empty subject_id; give every row a subject id")
+    if not modality:
+        problems.append(f"{where}: empty modality; use e.g. 'ct' or 'mr'")
+    elif allowed is not None and modality not in allowed:
+        problems.append(f"{where}: unknown modality '{modality}'; allowed modalities are "
+                        f"{sorted(allowed)} (fix the modality or the allowed list)")
+    if image_path is None:
+        problems.append(f"{where}: empty image path; give the image file of this volume")
+    return problems
+
+
+def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = None,
+                  require_labels: bool = False, check_files: bool = True,
+                  check_grids: bool = True, grid_tolerance: float = 1e-3) -> pd.DataFrame:
+    """Reads and validates a manifest CSV.
+
+    Args:
+        path: the CSV file.
+        modalities: allowed modalities (lower-case); None allows any.
+        require_labels: every row must have a label (training / evaluation).
+        check_files: check that every image/label exists and its header can be read.
+        check_grids: check that each label lies on its image's grid (needs ``check_files``).
+        grid_tolerance: relative tolerance of the grid check (see ``Geometry.grid_differences``).
+
+    Returns:
+        DataFrame with columns subject_id, modality (lower-case), image and label as absolute path
+        strings (label None where absent), label_preset (a lower-case preset name or the absolute
+        path of a preset file, None where empty; only if the CSV has that column), plus the CSV's
+        extra columns.
+
+    Raises:
+        InputDataError: naming the CSV, each bad row (line number, subject) and the fix.
+    """
+    csv_path = Path(path).expanduser().resolve()
+    frame = _read_frame(csv_path)
     allowed = None if modalities is None else {m.lower() for m in modalities}
     base = csv_path.parent
     problems: list[str] = []
     seen: dict[tuple[str, str], int] = {}
-    images: list[str] = []
-    labels: list[str | None] = []
-    rows_modality: list[str] = []
-    rows_preset: list[str | None] = []
+    columns: dict[str, list] = {"modality": [], "image": [], "label": [], "preset": []}
     for line, record in zip(_record_lines(csv_path, len(frame)), frame.to_dict("records"),
                             strict=True):
         subject = str(record["subject_id"]).strip()
@@ -109,14 +157,14 @@ def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = No
         image_text = str(record["image"]).strip()
         label_text = str(record.get("label", "")).strip()
         where = f"line {line} (subject {subject or '?'!s})"
-        rows_modality.append(modality)
-        if not subject:
-            problems.append(f"{where}: empty subject_id; give every row a subject id")
-        if not modality:
-            problems.append(f"{where}: empty modality; use e.g. 'ct' or 'mr'")
-        elif allowed is not None and modality not in allowed:
-            problems.append(f"{where}: unknown modality '{modality}'; allowed modalities are "
-                            f"{sorted(allowed)} (fix the modality or the allowed list)")
+        image_path = _resolve(image_text, base) if image_text else None
+        label_path = _resolve(label_text, base) if label_text else None
+        preset = _preset_reference(record.get(LABEL_PRESET_COLUMN), base)
+        columns["modality"].append(modality)
+        columns["image"].append(str(image_path) if image_path else "")
+        columns["label"].append(str(label_path) if label_path else None)
+        columns["preset"].append(preset)
+        problems += _row_problems(where, subject, modality, image_path, allowed)
         key = (subject, modality)
         if subject and key in seen:
             problems.append(f"{where}: duplicate subject '{subject}' with modality '{modality}' "
@@ -124,53 +172,25 @@ def load_manifest(path: str | os.PathLike, modalities: Sequence[str] | None = No
                             "remove the duplicate row")
         else:
             seen[key] = line
-        image_path = _resolve(image_text, base) if image_text else None
-        label_path = _resolve(label_text, base) if label_text else None
-        images.append(str(image_path) if image_path else "")
-        labels.append(str(label_path) if label_path else None)
-        if image_path is None:
-            problems.append(f"{where}: empty image path; give the image file of this volume")
-        preset = _preset_name(record.get(LABEL_PRESET_COLUMN))
-        rows_preset.append(preset)
-        if preset is not None and preset not in PRESETS:
-            problems.append(f"{where}: {_unknown_preset(preset)}")
+        if preset is not None and (problem := preset_problem(preset)):
+            problems.append(f"{where}: {problem}")
         if require_labels and label_path is None:
             problems.append(f"{where}: no label; training and evaluation need a label file for "
                             "every row (fill the label column)")
-        if not check_files:
-            continue
-        geometries = {}
-        for kind, file_path in (("image", image_path), ("label", label_path)):
-            if file_path is None:
-                continue
-            if not file_path.exists():
-                problems.append(f"{where}: {kind} file {file_path} not found; fix the path "
-                                f"(relative paths are relative to {base})")
-                continue
-            try:
-                geometries[kind] = read_geometry(file_path)
-            except InputDataError as error:
-                problems.append(f"{where}: {kind} {error}")
-        if check_grids and len(geometries) == 2:
-            differences = geometries["image"].grid_differences(geometries["label"],
-                                                              grid_tolerance)
-            if differences:
-                problems.append(
-                    f"{where}: image {image_path} and label {label_path} are on different grids "
-                    f"({'; '.join(differences)}); resample the label onto the image grid (nearest "
-                    "neighbour) or pair the right files"
-                )
+        if check_files:
+            problems += _file_problems(where, image_path, label_path, base, check_grids,
+                                       grid_tolerance)
     if problems:
         shown = problems[:50]
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
         raise InputDataError(f"manifest {csv_path}: {len(problems)} problem(s):\n  "
                              + "\n  ".join(shown) + more)
     frame["subject_id"] = frame["subject_id"].str.strip()
-    frame["modality"] = rows_modality
-    frame["image"] = images
-    frame["label"] = pd.Series(labels, dtype=object, index=frame.index)
+    frame["modality"] = columns["modality"]
+    frame["image"] = columns["image"]
+    frame["label"] = pd.Series(columns["label"], dtype=object, index=frame.index)
     if LABEL_PRESET_COLUMN in frame.columns:
-        frame[LABEL_PRESET_COLUMN] = pd.Series(rows_preset, dtype=object, index=frame.index)
+        frame[LABEL_PRESET_COLUMN] = pd.Series(columns["preset"], dtype=object, index=frame.index)
     frame.attrs["manifest_path"] = str(csv_path)
     return frame
 
@@ -179,36 +199,33 @@ def row_label_preset(record: Mapping[str, object], default: str) -> str:
     """The label preset of one manifest row: its ``label_preset`` column, else ``default``.
 
     Args:
-        record: one manifest row (a ``DataFrame.to_dict("records")`` entry).
+        record: one manifest row (a ``DataFrame.to_dict("records")`` entry; a preset file in it
+            is an absolute path after :func:`load_manifest`).
         default: the preset of the preprocessing configuration.
 
     Returns:
-        The lower-case preset name.
+        The lower-case preset name, or the preset file's path.
 
     Raises:
-        InputDataError: an unknown preset name in the row (naming the subject and the valid ones).
+        InputDataError: an unusable preset in the row (naming the subject and why).
     """
-    preset = _preset_name(record.get(LABEL_PRESET_COLUMN))
+    preset = _preset_reference(record.get(LABEL_PRESET_COLUMN), Path.cwd())
     if preset is None:
         return default
-    if preset not in PRESETS:
+    problem = preset_problem(preset)
+    if problem:
         raise InputDataError(
             f"manifest row of subject {record.get('subject_id', '?')} "
-            f"({record.get('modality', '?')}): {_unknown_preset(preset)}"
+            f"({record.get('modality', '?')}): {problem}"
         )
     return preset
 
 
-def _preset_name(value: object) -> str | None:
-    """A ``label_preset`` cell, lower-case; None where it is absent, empty or NaN."""
+def _preset_reference(value: object, base: Path) -> str | None:
+    """A ``label_preset`` cell: a lower-case name or an absolute preset file path; None if empty."""
     if value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip():
         return None
-    return str(value).strip().lower()
-
-
-def _unknown_preset(preset: str) -> str:
-    return (f"unknown label_preset '{preset}'; use one of {sorted(PRESETS)} or leave it empty "
-            "for the configured preset")
+    return resolve_preset_reference(str(value), base)
 
 
 def write_manifest(frame: pd.DataFrame, path: str | os.PathLike, relative: bool = True) -> Path:
@@ -230,10 +247,7 @@ def write_manifest(frame: pd.DataFrame, path: str | os.PathLike, relative: bool 
         for column in ("image", "label"):
             if column in out.columns:
                 out[column] = [_relative(v, base) for v in out[column]]
-    temporary = path.with_name(f".{path.name}.tmp")
-    out.to_csv(temporary, index=False)
-    os.replace(temporary, path)
-    return path
+    return atomic_write(path, lambda target: out.to_csv(target, index=False))
 
 
 def _relative(value: object, base: Path) -> str:

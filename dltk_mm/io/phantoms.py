@@ -59,9 +59,10 @@ import SimpleITK as sitk
 from absl import logging
 
 import dltk_mm
+from dltk_mm.core.label_map import LABEL_NAMES
 from dltk_mm.errors import ConfigurationError, InputDataError
 from dltk_mm.io.geometry import Geometry, direction_from_orientation
-from dltk_mm.io.labels import LABEL_NAMES, get_preset
+from dltk_mm.io.labels import get_preset
 from dltk_mm.io.manifest import write_manifest
 from dltk_mm.io.readers import write_volume
 
@@ -279,6 +280,182 @@ def _occupancy(distance: np.ndarray, ramp_mm: float) -> np.ndarray:
     return np.clip(0.5 - distance / ramp_mm, 0.0, 1.0).astype(np.float32)
 
 
+@dataclasses.dataclass
+class _Canvas:
+    """A phantom being painted: its grid, arrays and the random state shared by the steps."""
+
+    rng: np.random.Generator
+    grid: _Grid
+    tissues: dict[str, float]
+    scale: float
+    image: np.ndarray
+    label: np.ndarray
+    texture: np.ndarray | float = 0.0
+    cavity: np.ndarray | float = 1.0
+
+    @property
+    def ramp(self) -> float:
+        """Width of the partial-volume edge of every shape: one in-plane voxel."""
+        return float(self.grid.spacing[0])
+
+    def coordinates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Broadcastable world coordinates x, y, z of the voxels (body-centred)."""
+        return (self.grid.x[None, None, :], self.grid.y[None, :, None],
+                self.grid.z[:, None, None])
+
+
+def _phantom_grid(rng: np.random.Generator, config: PhantomConfig, modality: str,
+                  scale: float) -> tuple[_Grid, tuple[float, float, float, float]]:
+    """The subject's scan grid and body size (half width, half depth, fat and wall thickness)."""
+    half_width = 165.0 * rng.uniform(0.9, 1.1)
+    half_depth = 115.0 * rng.uniform(0.9, 1.1)
+    fat_mm = rng.uniform(12.0, 28.0)
+    wall_mm = rng.uniform(8.0, 14.0)
+    matrix = int(config.matrix[modality])
+    fov = 2.0 * half_width * 1.1 * scale * config.fov_margin
+    in_plane = fov / matrix
+    thickness = rng.uniform(*config.slice_mm[modality])
+    z_low, z_high = (v * scale for v in config.z_range_mm)
+    z_low += rng.normal(0.0, 8.0) * scale
+    z_high += rng.normal(0.0, 8.0) * scale
+    num_slices = max(4, int(round((z_high - z_low) / thickness)))
+    shift_xy = rng.normal(0.0, 5.0, 2) * scale
+    first = np.array([-(matrix - 1) / 2 * in_plane + shift_xy[0],
+                      -(matrix - 1) / 2 * in_plane + shift_xy[1], z_low + thickness / 2])
+    grid = _Grid((matrix, matrix, num_slices), (in_plane, in_plane, thickness), first)
+    return grid, (half_width, half_depth, fat_mm, wall_mm)
+
+
+def _paint_trunk(canvas: _Canvas, half_width: float, half_depth: float, fat_mm: float,
+                 wall_mm: float) -> None:
+    """Fat, muscle wall and the visceral cavity (a super-ellipse, flatter posteriorly)."""
+    x2, y2, z2 = canvas.coordinates()
+    scale, tissues, shape = canvas.scale, canvas.tissues, canvas.grid.shape
+    widen = 1.0 + 0.06 * np.clip(-z2 / (150.0 * scale), -1.0, 1.0)
+    a = (half_width * scale * widen).astype(np.float32)
+    b = (np.where(y2 > 0, 0.9, 1.0) * half_depth * scale).astype(np.float32)
+    exponent = 2.4
+
+    def body_distance(inset_mm: float) -> np.ndarray:
+        aa, bb = np.maximum(a - inset_mm * scale, 1.0), np.maximum(b - inset_mm * scale, 1.0)
+        level = (np.abs(x2) / aa) ** exponent + (np.abs(y2) / bb) ** exponent
+        return (level ** (1.0 / exponent) - 1.0) * np.minimum(aa, bb)
+
+    everywhere = (slice(None),) * 3
+    canvas.texture = _smooth_field(canvas.rng, shape, (4, 8, 8)) * tissues["texture"]
+    _blend(canvas.image, tissues["fat"], _occupancy(body_distance(0.0), canvas.ramp), everywhere)
+    _blend(canvas.image, tissues["muscle"] + canvas.texture,
+           _occupancy(body_distance(fat_mm), canvas.ramp), everywhere)
+    canvas.cavity = _occupancy(body_distance(fat_mm + wall_mm), canvas.ramp)
+    mix = 0.5 + 0.5 * _smooth_field(canvas.rng, shape, (8, 12, 12))
+    visceral = tissues["visceral_low"] + mix * (tissues["visceral_high"] - tissues["visceral_low"])
+    _blend(canvas.image, visceral, canvas.cavity, everywhere)
+
+
+def _paint_spine(canvas: _Canvas, half_depth: float) -> float:
+    """Spine, back muscles, psoas, aorta and IVC (2-D shapes extruded along z).
+
+    Returns:
+        The y coordinate of the vertebral bodies (the kidneys are placed from it).
+    """
+    x2, y2, z2 = canvas.coordinates()
+    scale, tissues, shape, image = canvas.scale, canvas.tissues, canvas.grid.shape, canvas.image
+    back = 0.9 * half_depth
+    y_vb = back - 62.0 + canvas.rng.normal(0.0, 3.0)
+
+    def column(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+        level = ((x2 - cx * scale) / (rx * scale)) ** 2 + ((y2 - cy * scale) / (ry * scale)) ** 2
+        distance = (np.sqrt(level) - 1.0) * min(rx, ry) * scale
+        return np.broadcast_to(_occupancy(distance, canvas.ramp), shape)
+
+    everywhere = (slice(None),) * 3
+    muscle = tissues["muscle"] + canvas.texture
+    for side in (-1.0, 1.0):
+        _blend(image, muscle, column(side * 40.0, y_vb + 38.0, 30.0, 20.0), everywhere)
+        psoas = column(side * 34.0, y_vb - 4.0, 15.0, 15.0) * np.clip(
+            (20.0 * scale - z2) / (40.0 * scale), 0.0, 1.0)
+        _blend(image, muscle, psoas, everywhere)
+    level_period = 35.0 * scale
+    disc = (np.mod(z2 - canvas.rng.uniform(0, level_period), level_period) < 0.25 * level_period)
+    marrow = np.where(disc, tissues["disc"], tissues["bone_cancellous"]).astype(np.float32)
+    for value, (cx, cy, rx, ry) in (
+            (tissues["bone_cortex"], (0.0, y_vb, 22.0, 18.0)), (marrow, (0.0, y_vb, 17.0, 13.0)),
+            (tissues["bone_cortex"], (0.0, y_vb + 36.0, 7.0, 13.0)),
+            (tissues["canal"], (0.0, y_vb + 25.0, 8.0, 7.0)),
+            (tissues["aorta"], (16.0, y_vb - 30.0, 11.0, 11.0)),
+            (tissues["ivc"], (-22.0, y_vb - 28.0, 14.0, 10.0))):
+        _blend(image, value, column(cx, cy, rx, ry), everywhere)
+    return y_vb
+
+
+def _draw_organ(canvas: _Canvas, shapes: list[_Ellipsoid], value: float | np.ndarray,
+                organ: int) -> None:
+    """Paints the union of ``shapes`` inside the cavity and labels it ``organ``."""
+    centre = np.mean([s.centre for s in shapes], axis=0)
+    radius = max(np.linalg.norm(s.centre - centre) + s.radius for s in shapes)
+    where, coords = canvas.grid.region(centre, radius)
+    if any(s.stop <= s.start for s in where):
+        return
+    distance = np.minimum.reduce([s.signed_distance(coords) for s in shapes])
+    occupancy = _occupancy(distance, canvas.ramp) * canvas.cavity[where]
+    local_value = value[where] if isinstance(value, np.ndarray) else value
+    _blend(canvas.image, local_value, occupancy, where)
+    label_region = canvas.label[where]
+    label_region[occupancy >= 0.5] = organ
+
+
+def _paint_organs(canvas: _Canvas, y_vb: float) -> dict[str, np.ndarray]:
+    """Liver, spleen and kidneys (later ones win where they touch); returns their centres."""
+    rng, scale, tissues, texture = canvas.rng, canvas.scale, canvas.tissues, canvas.texture
+    right_kidney_z = rng.uniform(-25.0, -5.0)
+    liver_main = _Ellipsoid.random(rng, (-50.0, -15.0, 55.0), (80.0, 75.0, 75.0), scale,
+                                   (0.0, 0.0, 10.0))
+    liver_left = _Ellipsoid.random(rng, (15.0, -45.0, 75.0), (55.0, 35.0, 38.0), scale,
+                                   (0.0, 0.0, -15.0))
+    spleen = _Ellipsoid.random(rng, (85.0, 22.0, 55.0), (30.0, 52.0, 52.0), scale,
+                               (0.0, 0.0, 40.0))
+    kidneys = {
+        3: _Ellipsoid.random(rng, (-66.0, y_vb + 8.0, right_kidney_z), (26.0, 22.0, 52.0),
+                             scale, (0.0, 12.0, 25.0)),
+        4: _Ellipsoid.random(rng, (66.0, y_vb + 8.0, right_kidney_z + rng.uniform(10.0, 25.0)),
+                             (26.0, 22.0, 52.0), scale, (0.0, -12.0, -25.0)),
+    }
+    _draw_organ(canvas, [liver_main, liver_left], tissues["liver"] + texture, 1)
+    _draw_organ(canvas, [spleen], tissues["spleen"] + texture, 2)
+    for organ, kidney in kidneys.items():
+        _draw_organ(canvas, [kidney], tissues["kidney_cortex"] + texture, organ)
+        medulla = kidney.scaled(0.62)
+        where, coords = canvas.grid.region(medulla.centre, medulla.radius)
+        occupancy = _occupancy(medulla.signed_distance(coords), canvas.ramp) * canvas.cavity[where]
+        _blend(canvas.image, tissues["kidney_medulla"] + texture[where], occupancy, where)
+    return {"liver": liver_main.centre, "spleen": spleen.centre,
+            "right_kidney": kidneys[3].centre, "left_kidney": kidneys[4].centre}
+
+
+def _scanner_pixels(canvas: _Canvas, modality: str, config: PhantomConfig) -> np.ndarray:
+    """Stored voxel values: CT with noise as int16 HU, MR magnitude with bias and Rician noise."""
+    rng, image, shape = canvas.rng, canvas.image, canvas.grid.shape
+    if modality == "ct":
+        image += rng.normal(0.0, config.ct_noise_hu, shape).astype(np.float32)
+        return np.clip(np.round(image), -1024, 3071).astype(np.int16)
+    bias = np.exp(config.mr_bias_amplitude * _smooth_field(rng, shape, (3, 3, 3)))
+    signal = image * bias.astype(np.float32)
+    real = signal + rng.normal(0.0, config.mr_noise, shape).astype(np.float32)
+    imaginary = rng.normal(0.0, config.mr_noise, shape).astype(np.float32)
+    return np.sqrt(real * real + imaginary * imaginary).astype(np.float32)
+
+
+def _in_preset(label: np.ndarray, preset_name: str) -> np.ndarray:
+    """Project label ids -> the ids of a data set's preset (the identity for ``identity``)."""
+    preset = get_preset(preset_name)
+    if preset.name == "identity":
+        return label
+    lookup = np.zeros(len(LABEL_NAMES), dtype=np.uint8)
+    for project_id, source_id in preset.inverse().items():
+        lookup[project_id] = source_id
+    return lookup[label]
+
+
 def make_phantom(modality: str, seed: int | np.random.SeedSequence, subject_id: str | None = None,
                  config: PhantomConfig | None = None) -> Phantom:
     """Draws one synthetic subject.
@@ -300,142 +477,26 @@ def make_phantom(modality: str, seed: int | np.random.SeedSequence, subject_id: 
     tissues = config.ct_tissues if modality == "ct" else config.mr_tissues
     rng = np.random.default_rng(seed)
     scale = config.anatomy_scale * rng.normal(1.0, 0.05)
+    grid, (half_width, half_depth, fat_mm, wall_mm) = _phantom_grid(rng, config, modality, scale)
+    canvas = _Canvas(rng, grid, tissues, scale,
+                     image=np.full(grid.shape, tissues["air"], dtype=np.float32),
+                     label=np.zeros(grid.shape, dtype=np.uint8))
+    _paint_trunk(canvas, half_width, half_depth, fat_mm, wall_mm)
+    y_vb = _paint_spine(canvas, half_depth)
+    centres = _paint_organs(canvas, y_vb)
+    pixels = _scanner_pixels(canvas, modality, config)
 
-    # ---- body and grid
-    half_width = 165.0 * rng.uniform(0.9, 1.1)
-    half_depth = 115.0 * rng.uniform(0.9, 1.1)
-    fat_mm = rng.uniform(12.0, 28.0)
-    wall_mm = rng.uniform(8.0, 14.0)
-    matrix = int(config.matrix[modality])
-    fov = 2.0 * half_width * 1.1 * scale * config.fov_margin
-    in_plane = fov / matrix
-    thickness = rng.uniform(*config.slice_mm[modality])
-    z_low, z_high = (v * scale for v in config.z_range_mm)
-    z_low += rng.normal(0.0, 8.0) * scale
-    z_high += rng.normal(0.0, 8.0) * scale
-    num_slices = max(4, int(round((z_high - z_low) / thickness)))
-    shift_xy = rng.normal(0.0, 5.0, 2) * scale
-    first = np.array([-(matrix - 1) / 2 * in_plane + shift_xy[0],
-                      -(matrix - 1) / 2 * in_plane + shift_xy[1], z_low + thickness / 2])
-    grid = _Grid((matrix, matrix, num_slices), (in_plane, in_plane, thickness), first)
-    ramp = float(in_plane)
-    shape = grid.shape
-    image = np.full(shape, tissues["air"], dtype=np.float32)
-    label = np.zeros(shape, dtype=np.uint8)
-
-    # ---- body cross-section (super-ellipse, flatter posteriorly, wider caudally)
-    x2, y2, z2 = grid.x[None, None, :], grid.y[None, :, None], grid.z[:, None, None]
-    widen = 1.0 + 0.06 * np.clip(-z2 / (150.0 * scale), -1.0, 1.0)
-    a = (half_width * scale * widen).astype(np.float32)
-    b = (np.where(y2 > 0, 0.9, 1.0) * half_depth * scale).astype(np.float32)
-    exponent = 2.4
-
-    def body_distance(inset_mm: float) -> np.ndarray:
-        aa, bb = np.maximum(a - inset_mm * scale, 1.0), np.maximum(b - inset_mm * scale, 1.0)
-        level = (np.abs(x2) / aa) ** exponent + (np.abs(y2) / bb) ** exponent
-        return (level ** (1.0 / exponent) - 1.0) * np.minimum(aa, bb)
-
-    everywhere = (slice(None),) * 3
-    texture = _smooth_field(rng, shape, (4, 8, 8)) * tissues["texture"]
-    _blend(image, tissues["fat"], _occupancy(body_distance(0.0), ramp), everywhere)
-    _blend(image, tissues["muscle"] + texture, _occupancy(body_distance(fat_mm), ramp),
-           everywhere)
-    cavity = _occupancy(body_distance(fat_mm + wall_mm), ramp)
-    mix = 0.5 + 0.5 * _smooth_field(rng, shape, (8, 12, 12))
-    visceral = tissues["visceral_low"] + mix * (tissues["visceral_high"] - tissues["visceral_low"])
-    _blend(image, visceral, cavity, everywhere)
-
-    # ---- spine, muscles, vessels (2D shapes extruded along z)
-    back = 0.9 * half_depth
-    y_vb = back - 62.0 + rng.normal(0.0, 3.0)
-
-    def column(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
-        level = ((x2 - cx * scale) / (rx * scale)) ** 2 + ((y2 - cy * scale) / (ry * scale)) ** 2
-        distance = (np.sqrt(level) - 1.0) * min(rx, ry) * scale
-        return np.broadcast_to(_occupancy(distance, ramp), shape)
-
-    for side in (-1.0, 1.0):
-        _blend(image, tissues["muscle"] + texture, column(side * 40.0, y_vb + 38.0, 30.0, 20.0),
-               everywhere)
-        psoas = column(side * 34.0, y_vb - 4.0, 15.0, 15.0) * np.clip(
-            (20.0 * scale - z2) / (40.0 * scale), 0.0, 1.0)
-        _blend(image, tissues["muscle"] + texture, psoas, everywhere)
-    level_period = 35.0 * scale
-    disc = (np.mod(z2 - rng.uniform(0, level_period), level_period) < 0.25 * level_period)
-    marrow = np.where(disc, tissues["disc"], tissues["bone_cancellous"]).astype(np.float32)
-    _blend(image, tissues["bone_cortex"], column(0.0, y_vb, 22.0, 18.0), everywhere)
-    _blend(image, marrow, column(0.0, y_vb, 17.0, 13.0), everywhere)
-    _blend(image, tissues["bone_cortex"], column(0.0, y_vb + 36.0, 7.0, 13.0), everywhere)
-    _blend(image, tissues["canal"], column(0.0, y_vb + 25.0, 8.0, 7.0), everywhere)
-    _blend(image, tissues["aorta"], column(16.0, y_vb - 30.0, 11.0, 11.0), everywhere)
-    _blend(image, tissues["ivc"], column(-22.0, y_vb - 28.0, 14.0, 10.0), everywhere)
-
-    # ---- organs (later ones win where they touch)
-    right_kidney_z = rng.uniform(-25.0, -5.0)
-    liver_main = _Ellipsoid.random(rng, (-50.0, -15.0, 55.0), (80.0, 75.0, 75.0), scale,
-                                   (0.0, 0.0, 10.0))
-    liver_left = _Ellipsoid.random(rng, (15.0, -45.0, 75.0), (55.0, 35.0, 38.0), scale,
-                                   (0.0, 0.0, -15.0))
-    spleen = _Ellipsoid.random(rng, (85.0, 22.0, 55.0), (30.0, 52.0, 52.0), scale,
-                               (0.0, 0.0, 40.0))
-    kidneys = {
-        3: _Ellipsoid.random(rng, (-66.0, y_vb + 8.0, right_kidney_z), (26.0, 22.0, 52.0),
-                             scale, (0.0, 12.0, 25.0)),
-        4: _Ellipsoid.random(rng, (66.0, y_vb + 8.0, right_kidney_z + rng.uniform(10.0, 25.0)),
-                             (26.0, 22.0, 52.0), scale, (0.0, -12.0, -25.0)),
-    }
-
-    def draw(shapes: list[_Ellipsoid], value: float | np.ndarray, organ: int) -> None:
-        centre = np.mean([s.centre for s in shapes], axis=0)
-        radius = max(np.linalg.norm(s.centre - centre) + s.radius for s in shapes)
-        where, coords = grid.region(centre, radius)
-        if any(s.stop <= s.start for s in where):
-            return
-        distance = np.minimum.reduce([s.signed_distance(coords) for s in shapes])
-        occupancy = _occupancy(distance, ramp) * cavity[where]
-        local_value = value[where] if isinstance(value, np.ndarray) else value
-        _blend(image, local_value, occupancy, where)
-        label_region = label[where]
-        label_region[occupancy >= 0.5] = organ
-
-    draw([liver_main, liver_left], tissues["liver"] + texture, 1)
-    draw([spleen], tissues["spleen"] + texture, 2)
-    for organ, kidney in kidneys.items():
-        draw([kidney], tissues["kidney_cortex"] + texture, organ)
-        medulla = kidney.scaled(0.62)
-        where, coords = grid.region(medulla.centre, medulla.radius)
-        occupancy = _occupancy(medulla.signed_distance(coords), ramp) * cavity[where]
-        _blend(image, tissues["kidney_medulla"] + texture[where], occupancy, where)
-
-    # ---- scanner effects
-    if modality == "ct":
-        image += rng.normal(0.0, config.ct_noise_hu, shape).astype(np.float32)
-        pixels = np.clip(np.round(image), -1024, 3071).astype(np.int16)
-    else:
-        bias = np.exp(config.mr_bias_amplitude * _smooth_field(rng, shape, (3, 3, 3)))
-        signal = image * bias.astype(np.float32)
-        real = signal + rng.normal(0.0, config.mr_noise, shape).astype(np.float32)
-        imaginary = rng.normal(0.0, config.mr_noise, shape).astype(np.float32)
-        pixels = np.sqrt(real * real + imaginary * imaginary).astype(np.float32)
-
-    # ---- world placement (random table position) and header orientation
+    # world placement (random table position) and header orientation
     table = rng.uniform(-80.0, 80.0, 3) + np.array([0.0, 0.0, rng.uniform(-400.0, 200.0)])
-    lps = Geometry((in_plane, in_plane, thickness), tuple(first + table),
-                   (1, 0, 0, 0, 1, 0, 0, 0, 1), (matrix, matrix, num_slices))
-    preset = get_preset(config.label_preset)
-    if preset.name != "identity":
-        lookup = np.zeros(len(LABEL_NAMES), dtype=np.uint8)
-        for project_id, source_id in preset.inverse().items():
-            lookup[project_id] = source_id
-        label = lookup[label]
+    lps = Geometry(tuple(grid.spacing), tuple(grid.first + table), (1, 0, 0, 0, 1, 0, 0, 0, 1),
+                   grid.size)
+    label = _in_preset(canvas.label, config.label_preset)
     orientation = config.orientation[modality]
-    image_out = sitk.DICOMOrient(lps.image_from_array(pixels), orientation)
-    label_out = sitk.DICOMOrient(lps.image_from_array(label), orientation)
-    centres = {"liver": liver_main.centre, "spleen": spleen.centre,
-               "right_kidney": kidneys[3].centre, "left_kidney": kidneys[4].centre}
     return Phantom(
-        subject_id=subject_id or f"phantom_{modality}", modality=modality, image=image_out,
-        label=label_out, body_centre=tuple(float(v) for v in table),
+        subject_id=subject_id or f"phantom_{modality}", modality=modality,
+        image=sitk.DICOMOrient(lps.image_from_array(pixels), orientation),
+        label=sitk.DICOMOrient(lps.image_from_array(label), orientation),
+        body_centre=tuple(float(v) for v in table),
         organ_centres={k: tuple(float(v) for v in c + table) for k, c in centres.items()})
 
 

@@ -19,7 +19,7 @@ How it works (per modality):
    is a zero-copy slice) and, for balanced sampling, indexed once with
    :func:`~dltk_mm.io.sampling.class_row_cumsum` (``C * z * y`` int32 per volume).
 2. A stream of volume reads: the volume order is a seeded shuffle, reshuffled every epoch. Each read
-   gets a stateless seed ``fold_in(seed, read_counter)``.
+   gets a stateless seed ``fold_in_seed(seed, read_counter)``.
 3. Each read is planned (parallel map): patch start corners (class-balanced or uniform). Only these
    small descriptors go through the seeded shuffle buffer, so patches of one read are spread over
    several batches at almost no memory cost.
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -50,7 +50,7 @@ from dltk_mm.io.augmentation import (
     add_intensity_offset,
     random_flip,
 )
-from dltk_mm.io.sampling import derive_seed
+from dltk_mm.io.seeds import derive_seed, fold_in_seed
 
 #: Start offsets of volumes inside the flat buffers are multiples of this many elements, which lets
 #: TensorFlow slice a volume out of the buffer without copying it (an implementation detail, not a
@@ -223,10 +223,6 @@ def _resolve_seed(config: PipelineConfig) -> tuple[int, bool]:
     return seed, False
 
 
-def _python_seed(*entropy: int) -> int:
-    return int(np.random.SeedSequence([abs(int(e)) for e in entropy]).generate_state(1)[0])
-
-
 def modality_dataset(
     volumes: Sequence[VolumePair],
     modality_index: int,
@@ -252,39 +248,21 @@ def modality_dataset(
     return _modality_dataset(volumes, int(modality_index), config, seed, deterministic)
 
 
-def _modality_dataset(
-    volumes: Sequence[VolumePair],
-    modality_index: int,
-    config: PipelineConfig,
-    seed: int,
-    deterministic: bool,
-) -> tf.data.Dataset:
-    bank = _VolumeBank(volumes, config, f"modality {modality_index}")
-    base_seed = tf.constant([seed, modality_index], tf.int64)
-    plan_seed = derive_seed(base_seed, 1)
-    noise_seed = derive_seed(base_seed, 2)
+def _plan_fn(bank: _VolumeBank, config: PipelineConfig,
+             plan_seed: tf.Tensor) -> Callable[[tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]:
+    """The map of a volume read onto the descriptors of its patches (start corners and seeds)."""
     patch = config.patch_size
-    augmentation = config.augmentation
-    parallel = tf.data.AUTOTUNE if config.num_parallel_calls is None else config.num_parallel_calls
 
     @tf.autograph.experimental.do_not_convert
     def plan(read_index: tf.Tensor, volume: tf.Tensor) -> dict[str, tf.Tensor]:
-        read_seed = derive_seed(plan_seed, read_index)
-        shape = bank.shape(volume)
+        read_seed = fold_in_seed(plan_seed, read_index)
         if config.sampling == "balanced":
-            centres, _ = sampling.balanced_centres(
-                bank.label(volume),
-                bank.row_cumsum(volume, config.num_classes),
-                config.max_centres_per_class,
-                derive_seed(read_seed, 0),
-            )
-            starts = sampling.jittered_starts(
-                centres, shape, patch, config.jitter, derive_seed(read_seed, 1)
-            )
+            starts = sampling.balanced_starts(
+                bank.label(volume), bank.row_cumsum(volume, config.num_classes), patch,
+                config.max_centres_per_class, config.jitter, read_seed)
         else:
             starts = sampling.uniform_starts(
-                shape, patch, config.patches_per_volume, derive_seed(read_seed, 0)
-            )
+                bank.shape(volume), patch, config.patches_per_volume, fold_in_seed(read_seed, 0))
         count = tf.shape(starts)[0]
         return {
             "volume": tf.fill([count], volume),
@@ -292,6 +270,15 @@ def _modality_dataset(
             "read_seed": tf.tile(read_seed[None], [count, 1]),
             "patch_index": tf.range(count, dtype=tf.int64),
         }
+
+    return plan
+
+
+def _cut_fn(bank: _VolumeBank, config: PipelineConfig
+            ) -> Callable[[dict[str, tf.Tensor]], tuple[tf.Tensor, tf.Tensor]]:
+    """The map of a patch descriptor onto its image and label patch, offset and flips applied."""
+    patch = config.patch_size
+    augmentation = config.augmentation
 
     @tf.autograph.experimental.do_not_convert
     def cut(element: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
@@ -301,13 +288,21 @@ def _modality_dataset(
         label = tf.ensure_shape(tf.slice(bank.label(volume), start, patch), patch)
         read_seed = element["read_seed"]
         # One offset per volume read: every patch of the read uses the read's seed.
-        image = add_intensity_offset(image, augmentation.offset_sigma, derive_seed(read_seed, 2))
+        image = add_intensity_offset(image, augmentation.offset_sigma, fold_in_seed(read_seed, 2))
         if augmentation.flip_axes:
-            flip_seed = derive_seed(derive_seed(read_seed, 3), element["patch_index"])
+            flip_seed = fold_in_seed(fold_in_seed(read_seed, 3), element["patch_index"])
             image, label = random_flip(
                 image, label, augmentation.flip_axes, flip_seed, augmentation.swap_lr_labels
             )
         return image, label
+
+    return cut
+
+
+def _finish_fn(config: PipelineConfig, noise_seed: tf.Tensor, modality_index: int
+               ) -> Callable[[tf.Tensor, tuple[tf.Tensor, tf.Tensor]],
+                             tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """The map of a numbered batch onto the model's inputs: noise, channel axis, modality."""
 
     @tf.autograph.experimental.do_not_convert
     def finish(
@@ -315,27 +310,42 @@ def _modality_dataset(
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         images, labels = batch
         images = add_gaussian_noise(
-            images, augmentation.noise_sigma, derive_seed(noise_seed, batch_index)
+            images, config.augmentation.noise_sigma, fold_in_seed(noise_seed, batch_index)
         )
         modality = tf.fill([config.batch_size], tf.constant(modality_index, tf.int32))
         return images[..., None], tf.cast(labels, tf.int32), modality
 
+    return finish
+
+
+def _modality_dataset(
+    volumes: Sequence[VolumePair],
+    modality_index: int,
+    config: PipelineConfig,
+    seed: int,
+    deterministic: bool,
+) -> tf.data.Dataset:
+    bank = _VolumeBank(volumes, config, f"modality {modality_index}")
+    base_seed = tf.constant([seed, modality_index], tf.int64)
+    parallel = tf.data.AUTOTUNE if config.num_parallel_calls is None else config.num_parallel_calls
     volume_order = (
         tf.data.Dataset.range(bank.num_volumes)
-        .shuffle(bank.num_volumes, seed=_python_seed(seed, modality_index, 1),
+        .shuffle(bank.num_volumes, seed=derive_seed(seed, modality_index, 1),
                  reshuffle_each_iteration=True)
         .repeat()
     )
     dataset = (
         volume_order.enumerate()
-        .map(plan, num_parallel_calls=parallel, deterministic=deterministic)
+        .map(_plan_fn(bank, config, fold_in_seed(base_seed, 1)), num_parallel_calls=parallel,
+             deterministic=deterministic)
         .unbatch()
-        .shuffle(config.shuffle_buffer, seed=_python_seed(seed, modality_index, 2),
+        .shuffle(config.shuffle_buffer, seed=derive_seed(seed, modality_index, 2),
                  reshuffle_each_iteration=True)
-        .map(cut, num_parallel_calls=parallel, deterministic=deterministic)
+        .map(_cut_fn(bank, config), num_parallel_calls=parallel, deterministic=deterministic)
         .batch(config.batch_size, drop_remainder=True)
         .enumerate()
-        .map(finish, num_parallel_calls=parallel, deterministic=deterministic)
+        .map(_finish_fn(config, fold_in_seed(base_seed, 2), modality_index),
+             num_parallel_calls=parallel, deterministic=deterministic)
     )
     prefetch = tf.data.AUTOTUNE if config.prefetch is None else config.prefetch
     return dataset.prefetch(prefetch)

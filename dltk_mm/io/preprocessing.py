@@ -1,4 +1,4 @@
-"""Preprocessing of CT and MR volumes as in Valindria et al., WACV 2018 (section 4, "Data").
+"""Preprocessing of CT and MR volumes as in Valindria et al., WACV 2018 (docs/paper.md, section 5).
 
 Steps (paper defaults, every one configurable through :class:`PreprocessingConfig`):
 
@@ -28,7 +28,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,11 @@ from absl import logging
 
 import dltk_mm
 from dltk_mm.errors import ConfigurationError, InputDataError
+from dltk_mm.io.files import atomic_write
 from dltk_mm.io.geometry import Geometry
 from dltk_mm.io.labels import get_preset
 from dltk_mm.io.manifest import row_label_preset
+from dltk_mm.io.plausibility import warn_if_empty_label, warn_if_implausible_image
 from dltk_mm.io.readers import read_image
 
 CANONICAL_ORIENTATION = "LPS"
@@ -50,7 +51,9 @@ NORMALISATIONS = ("per_volume", "per_slice")
 NORMALISATION_REGIONS = ("field_of_view", "organ_crop")
 DEFAULT_CACHE_NAME = ".dltk_mm_cache"
 """Name of the default cache folder, beside the manifest (preprocess and train commands)."""
-CACHE_FORMAT_VERSION = 2
+#: Bumped whenever reading or preprocessing gives other arrays for the same files (3: the NIfTI
+#: sform/qform rule, orthonormalised axes and NaN-refusing labels), so old cache entries miss.
+CACHE_FORMAT_VERSION = 3
 
 
 def is_ct(modality: str) -> bool:
@@ -61,23 +64,21 @@ def is_ct(modality: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessingConfig:
-    """Preprocessing options; defaults follow the paper (section 4).
+    """Preprocessing options; defaults follow the paper (docs/paper.md, section 5).
 
     Attributes:
-        spacing_mm: isotropic target voxel size in mm (paper: 2).
-        crop_to_organs: crop to the box covering the four organs (training / evaluation; skipped
-            where no label is given).
-        crop_margin_mm: margin added on every side of the organ box, in mm.
-        ct_clip_min: CT values below this (HU) are clipped (paper: -1000); None disables.
-        normalisation: ``"per_volume"`` (paper) or ``"per_slice"`` (authors' code: per axial slice).
-        normalisation_region: where the z-score statistics are computed: ``"field_of_view"``
-            (default: the whole resampled volume, before the organ crop, so that prediction -
-            which has no labels and therefore no crop - sees the same intensities as training)
-            or ``"organ_crop"`` (after the crop, the literal order of the paper's sentence; a
-            model trained so is only consistent on volumes cropped the same way).
-        label_preset: label preset name (see :mod:`dltk_mm.io.labels`).
-        allow_unknown_labels: map label ids unknown to the preset to background instead of failing.
-        std_epsilon: lower bound of the standard deviation used by the z-score.
+        spacing_mm: Isotropic voxel size in mm after resampling (paper: 2).
+        crop_to_organs: Crop each labelled volume to the box around the four organs.
+        crop_margin_mm: Margin in mm added on every side of that organ box.
+        ct_clip_min: CT values below this (HU) are raised to it (paper: -1000; None: no clip).
+        normalisation: Z-score "per_volume" (paper) or "per_slice" (the authors' code).
+        normalisation_region: Z-score statistics from the whole "field_of_view" (default, as at
+            prediction time) or from the "organ_crop".
+        label_preset: A preset name (identity, btcv, amos, chaos, ...) or a .json/.csv preset
+            file (see docs/datasets.md).
+        allow_unknown_labels: Map label ids the preset does not know to background instead of
+            failing.
+        std_epsilon: Smallest standard deviation the z-score divides by.
     """
 
     spacing_mm: float = 2.0
@@ -298,6 +299,23 @@ def normalise_intensities(image_zyx: np.ndarray, mode: str = "per_volume",
 # one volume
 
 
+def _read_label(label_path: Path, image_path: Path, image_geometry: Geometry,
+                config: PreprocessingConfig) -> sitk.Image:
+    """The label in the project map, on the image's grid (NaN refused, no organ warned about)."""
+    raw_label = read_image(label_path, check_values=True)
+    differences = image_geometry.grid_differences(Geometry.from_image(raw_label))
+    if differences:
+        raise InputDataError(
+            f"image {image_path} and label {label_path} are on different grids "
+            f"({'; '.join(differences)}); resample the label onto the image grid (nearest "
+            "neighbour) or pair the right files")
+    mapped = get_preset(config.label_preset).apply(
+        sitk.GetArrayViewFromImage(raw_label), source=str(label_path),
+        allow_unknown=config.allow_unknown_labels)
+    warn_if_empty_label(mapped, label_path, config.label_preset)
+    return image_geometry.image_from_array(mapped)
+
+
 def preprocess_volume(image_path: str | os.PathLike, label_path: str | os.PathLike | None,
                       modality: str, config: PreprocessingConfig | None = None,
                       subject_id: str | None = None) -> PreprocessedVolume:
@@ -322,6 +340,8 @@ def preprocess_volume(image_path: str | os.PathLike, label_path: str | os.PathLi
     subject_id = subject_id or image_path.name.split(".")[0]
     image = read_image(image_path, sitk.sitkFloat32, check_values=True)
     source_geometry = Geometry.from_image(image)
+    warn_if_implausible_image(sitk.GetArrayViewFromImage(image), image_path, is_ct(modality),
+                              config.ct_clip_min)
     stats: dict[str, Any] = {}
     if is_ct(modality) and config.ct_clip_min is not None:
         image = sitk.Maximum(image, float(config.ct_clip_min))
@@ -330,18 +350,7 @@ def preprocess_volume(image_path: str | os.PathLike, label_path: str | os.PathLi
     label_image = None
     if label_path is not None:
         label_path = Path(label_path)
-        raw_label = read_image(label_path)
-        label_geometry = Geometry.from_image(raw_label)
-        differences = source_geometry.grid_differences(label_geometry)
-        if differences:
-            raise InputDataError(
-                f"image {image_path} and label {label_path} are on different grids "
-                f"({'; '.join(differences)}); resample the label onto the image grid (nearest "
-                "neighbour) or pair the right files")
-        mapped = get_preset(config.label_preset).apply(
-            sitk.GetArrayViewFromImage(raw_label), source=str(label_path),
-            allow_unknown=config.allow_unknown_labels)
-        label_image = source_geometry.image_from_array(mapped)
+        label_image = _read_label(label_path, image_path, source_geometry, config)
 
     # 1. canonical orientation (exact permutation / flip of the voxel grid)
     image = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
@@ -361,8 +370,8 @@ def preprocess_volume(image_path: str | os.PathLike, label_path: str | os.PathLi
         margin = int(math.ceil(config.crop_margin_mm / config.spacing_mm - 1e-6))
         crop = organ_crop_box(label_array, margin)
         if not label_array.any():
-            logging.warning("%s: label %s holds no organ voxels; not cropping", subject_id,
-                            label_path)
+            logging.info("%s: label %s holds no organ voxels; not cropping", subject_id,
+                         label_path)
     else:
         crop = CropBox((0, 0, 0), grid.shape)
     # 4. intensities (z-score over the whole field of view or over the crop), then the crop
@@ -486,17 +495,6 @@ def _cache_stem(subject_id: str, modality: str, digest: str) -> str:
     return f"{safe}_{modality}_{digest[:16]}"
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def save_to_cache(volume: PreprocessedVolume, cache_dir: str | os.PathLike, digest: str,
                   identity: dict[str, Any]) -> Path:
     """Writes ``<stem>.npz`` (image, label) then ``<stem>.json`` (metadata), each atomically."""
@@ -511,12 +509,12 @@ def save_to_cache(volume: PreprocessedVolume, cache_dir: str | os.PathLike, dige
         with open(target, "wb") as stream:
             np.savez_compressed(stream, **arrays)
 
-    _atomic_write(cache_dir / f"{stem}.npz", write_npz)
+    atomic_write(cache_dir / f"{stem}.npz", write_npz)
     metadata = volume.metadata()
     metadata.update({"cache_key": digest, "provenance": identity,
                      "dltk_mm_version": dltk_mm.__version__,
                      "cache_format": CACHE_FORMAT_VERSION})
-    _atomic_write(cache_dir / f"{stem}.json",
+    atomic_write(cache_dir / f"{stem}.json",
                   lambda target: target.write_text(json.dumps(metadata, indent=1)))
     return cache_dir / f"{stem}.json"
 

@@ -22,6 +22,7 @@ from absl import logging
 
 from dltk_mm.errors import InputDataError
 from dltk_mm.io.geometry import Geometry
+from dltk_mm.io.header_geometry import header_geometry, is_nifti
 
 _SPLIT_FORMATS = (".mhd", ".nhdr", ".hdr", ".img")
 SUPPORTED_FORMATS = ("NIfTI (.nii, .nii.gz)", "MetaImage (.mha, .mhd)", "NRRD (.nrrd, .nhdr)",
@@ -41,10 +42,6 @@ class Volume:
     array: np.ndarray
     geometry: Geometry
     path: Path
-
-    def to_image(self) -> sitk.Image:
-        """The volume as a SimpleITK image with its geometry."""
-        return self.geometry.image_from_array(self.array)
 
 
 def _formats_hint() -> str:
@@ -185,6 +182,7 @@ def read_image(path: str | os.PathLike, pixel_type: int | None = None,
     """
     path = Path(path)
     _check_exists(path)
+    itk_read_geometry = True
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
@@ -194,8 +192,13 @@ def read_image(path: str | os.PathLike, pixel_type: int | None = None,
             _check_nifti_complete(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise _unreadable(path, error) from error
+        if not _refused_for_its_axes(path, error):
+            raise _unreadable(path, error) from error
+        image, itk_read_geometry = _read_nifti_voxels(path), False
     image = _to_3d(image, path)
+    geometry = header_geometry(path, Geometry.from_image(image) if itk_read_geometry else None)
+    if geometry != Geometry.from_image(image):
+        image = geometry.apply_to(image)
     if check_values:
         check_finite(sitk.GetArrayViewFromImage(image), path)
         name = path.name.lower()
@@ -206,6 +209,24 @@ def read_image(path: str | os.PathLike, pixel_type: int | None = None,
     if pixel_type is not None and image.GetPixelID() != pixel_type:
         image = sitk.Cast(image, pixel_type)
     return image
+
+
+def _refused_for_its_axes(path: Path, error: RuntimeError) -> bool:
+    """Whether ITK refused a NIfTI file only because its axes are not exactly orthonormal."""
+    return is_nifti(path) and "orthonormal" in str(error)
+
+
+def _read_nifti_voxels(path: Path) -> sitk.Image:
+    """The voxels of a NIfTI file ITK refused for its axes (read by nibabel; grid set later)."""
+    import nibabel
+
+    data = np.asanyarray(nibabel.load(str(path)).dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputDataError(f"{path}: is a {data.ndim}D image of shape {data.shape}; dltk_mm "
+                             "needs 3D volumes (one file per volume)")
+    return sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
 
 
 def _unreadable(path: Path, error: RuntimeError) -> InputDataError:
@@ -232,7 +253,9 @@ def read_geometry(path: str | os.PathLike) -> Geometry:
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
-        raise _unreadable(path, error) from error
+        if not _refused_for_its_axes(path, error):
+            raise _unreadable(path, error) from error
+        return header_geometry(path, None)
     dimension = reader.GetDimension()
     if dimension == 4 and reader.GetSize()[3] == 1:
         dimension = 3
@@ -241,7 +264,7 @@ def read_geometry(path: str | os.PathLike) -> Geometry:
             f"{path}: is a {reader.GetDimension()}D image of size {reader.GetSize()}; dltk_mm "
             "needs 3D volumes"
         )
-    return Geometry.from_reader(reader)
+    return header_geometry(path, Geometry.from_reader(reader))
 
 
 def check_finite(array: np.ndarray, path: str | os.PathLike) -> None:

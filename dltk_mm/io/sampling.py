@@ -1,5 +1,7 @@
 """Patch sampling from whole volumes, in TensorFlow ops (runs inside a tf.data graph).
 
+docs/paper.md, section 4.1.
+
 Valindria et al. (WACV 2018) train on patches of 64^3 voxels. Their code sampled them
 class-balanced: per volume read, for each class present (background included) it picked up to 6
 random voxels of that class (without replacement), jittered each centre by an integer in [-16, 15]
@@ -23,33 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from dltk_mm.errors import ConfigurationError
-
-SeedLike = tf.Tensor | Sequence[int] | np.ndarray
-
-
-def as_seed(seed: SeedLike) -> tf.Tensor:
-    """A stateless seed as an int64 tensor of shape [2]."""
-    seed = tf.convert_to_tensor(seed)
-    if seed.dtype != tf.int64:
-        seed = tf.cast(seed, tf.int64)
-    return tf.ensure_shape(tf.reshape(seed, [2]), [2])
-
-
-def derive_seed(seed: SeedLike, data: int | tf.Tensor) -> tf.Tensor:
-    """A new stateless seed, deterministically derived from ``seed`` and an integer ``data``.
-
-    Args:
-        seed: Stateless seed, shape ``[2]``.
-        data: An integer (python or scalar tensor) that names the derived stream, e.g. a counter.
-
-    Returns:
-        An int64 seed of shape ``[2]``; different ``data`` give independent streams.
-    """
-    return tf.random.experimental.stateless_fold_in(as_seed(seed), tf.cast(data, tf.int64))
+from dltk_mm.io.seeds import SeedLike, as_seed, fold_in_seed
 
 
 def _check_patch_size(patch_size: Sequence[int]) -> tuple[int, int, int]:
@@ -263,92 +242,34 @@ def uniform_starts(
     return tf.minimum(starts, room - 1)
 
 
-def extract_patches(
-    image: tf.Tensor, label: tf.Tensor, starts: tf.Tensor, patch_size: Sequence[int]
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Cuts image and label patches at the given start corners.
-
-    Returns:
-        ``(images, labels)`` of shapes ``(n, pz, py, px)``, dtypes as the inputs.
-    """
-    patch = _check_patch_size(patch_size)
-    image = tf.convert_to_tensor(image)
-    label = tf.convert_to_tensor(label)
-
-    def cut(start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.slice(image, start, patch), tf.slice(label, start, patch)
-
-    return tf.map_fn(
-        cut,
-        tf.cast(starts, tf.int32),
-        fn_output_signature=(
-            tf.TensorSpec(patch, image.dtype),
-            tf.TensorSpec(patch, label.dtype),
-        ),
-    )
-
-
-def class_balanced_patches(
-    image: tf.Tensor,
+def balanced_starts(
     label: tf.Tensor,
+    row_cumsum: tf.Tensor,
     patch_size: Sequence[int],
-    num_classes: int = 5,
     max_centres_per_class: int = 6,
     jitter: Sequence[int] = (-16, 15),
     seed: SeedLike = (0, 0),
-    image_pad_value: float | None = None,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Class-balanced patches from one volume read (Valindria et al., WACV 2018; their code).
+) -> tf.Tensor:
+    """Start corners of the class-balanced patches of one volume read (docs/paper.md, section 4.1).
 
-    For each class present (background included) up to ``max_centres_per_class`` distinct
-    random voxels of that class are chosen; each is jittered by an integer in ``jitter`` per axis;
-    the patch is clamped into the volume. A volume smaller than the patch is padded first
-    (:func:`pad_to_patch_size`).
+    For each class present (background included) up to ``max_centres_per_class`` distinct random
+    voxels of that class are chosen (:func:`balanced_centres`); each is jittered by an integer in
+    ``jitter`` per axis and the patch is clamped into the volume (:func:`jittered_starts`). The
+    volume must be at least a patch large along every axis (:func:`pad_to_patch_size`).
 
     Args:
-        image: float image ``(z, y, x)``.
         label: Integer label map ``(z, y, x)``, values in ``[0, num_classes)``.
+        row_cumsum: :func:`class_row_cumsum` of ``label``.
         patch_size: ``(pz, py, px)``, e.g. ``(64, 64, 64)``.
-        num_classes: Number of classes (5: background, liver, spleen, right and left kidney).
-        max_centres_per_class: Paper code: 6.
-        jitter: Inclusive range of the integer centre jitter per axis; paper code ``(-16, 15)``.
-        seed: Stateless seed, shape ``[2]``.
-        image_pad_value: See :func:`pad_to_patch_size`.
+        max_centres_per_class: The authors' code: 6.
+        jitter: Inclusive range of the integer centre jitter per axis; the authors' code
+            ``(-16, 15)``.
+        seed: Stateless seed of the read, shape ``[2]``.
 
     Returns:
-        ``(images, labels)``: ``(n, pz, py, px)`` each (dtypes as the inputs), ``n`` =
-        ``sum_c min(max_centres_per_class, count_c)``, grouped by class in increasing order.
+        int32 ``(n, 3)`` start corners, ``n = sum_c min(max_centres_per_class, count_c)``, grouped
+        by class in increasing order.
     """
     seed = as_seed(seed)
-    image, label, _ = pad_to_patch_size(image, label, patch_size, image_pad_value)
-    centres, _ = balanced_centres(
-        label, class_row_cumsum(label, num_classes), max_centres_per_class, derive_seed(seed, 0)
-    )
-    starts = jittered_starts(centres, tf.shape(label), patch_size, jitter, derive_seed(seed, 1))
-    return extract_patches(image, label, starts, patch_size)
-
-
-def uniform_patches(
-    image: tf.Tensor,
-    label: tf.Tensor,
-    patch_size: Sequence[int],
-    num_patches: int,
-    seed: SeedLike = (0, 0),
-    image_pad_value: float | None = None,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Uniformly placed random patches from one volume read (padded first where too small).
-
-    Args:
-        image: float image ``(z, y, x)``.
-        label: Integer label map ``(z, y, x)``.
-        patch_size: ``(pz, py, px)``.
-        num_patches: Number of patches.
-        seed: Stateless seed, shape ``[2]``.
-        image_pad_value: See :func:`pad_to_patch_size`.
-
-    Returns:
-        ``(images, labels)``: ``(num_patches, pz, py, px)`` each.
-    """
-    image, label, _ = pad_to_patch_size(image, label, patch_size, image_pad_value)
-    starts = uniform_starts(tf.shape(label), patch_size, num_patches, as_seed(seed))
-    return extract_patches(image, label, starts, patch_size)
+    centres, _ = balanced_centres(label, row_cumsum, max_centres_per_class, fold_in_seed(seed, 0))
+    return jittered_starts(centres, tf.shape(label), patch_size, jitter, fold_in_seed(seed, 1))

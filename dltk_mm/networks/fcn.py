@@ -1,11 +1,11 @@
 """The residual FCN of DLTK / Valindria et al. (2018) wired for one modality from a layer registry.
 
-Blocks (spec section 3): ``stem`` (3^3 conv), ``enc1..enc{n-1}`` (residual scales, the first unit
-of each strided), ``dec{n-2}..dec0`` (upscore units), ``head`` (1^3 conv to the classes). The
-:class:`LayerRegistry` hands out the weighted layers: a layer of a shared block is created once and
-reused by every stream (literally the same object), a layer of a modality-specific block is created
-once per modality. Stateless layers (activations, pooling, padding, sums, upsampling) are created
-per stream.
+Blocks (docs/paper.md, section 2.4): ``stem`` (3^3 conv), ``enc1..enc{n-1}`` (residual scales, the
+first unit of each strided), ``dec{n-2}..dec0`` (upscore units), ``head`` (1^3 conv to the classes).
+The :class:`LayerRegistry` hands out the weighted layers: a layer of a shared block is created once
+and reused by every stream (literally the same object), a layer of a modality-specific block is
+created once per modality. Stateless layers (activations, pooling, padding, sums, upsampling) are
+created per stream.
 
 For the authors'-code schemes (``*_code``, :attr:`~dltk_mm.networks.schemes.Scheme.feature_source`
 set) the stream of a modality other than the feature source runs its leading specific encoder
@@ -155,7 +155,7 @@ def build_stream(
     batch_norm_epsilon: float = 1e-3,
     input_shape: Sequence[int | None] = (None, None, None),
 ) -> keras.Model:
-    """Builds the functional FCN of one modality (DLTK ``residual_fcn_3d``; spec section 3).
+    """Builds the FCN of one modality (DLTK ``residual_fcn_3d``; docs/paper.md, section 2.4).
 
     Args:
         modality: the stream's modality (used for layer names and the registry).
@@ -229,11 +229,20 @@ def build_stream(
         else:
             x = encode(scale, x, registry.provider(block, modality))
             scales.append(x)
-    for scale in range(len(filters) - 2, -1, -1):
+    outputs = _decode(x, scales, registry, modality, num_classes, strides, reduce_kernel,
+                      upsample_border, common)
+    return keras.Model(image, outputs, name=f"stream_{modality}")
+
+
+def _decode(x: Any, skips: list[Any], registry: LayerRegistry, modality: str, num_classes: int,
+            strides: Sequence[tuple[int, int, int]], reduce_kernel: tuple[int, int, int],
+            upsample_border: str, common: dict[str, float]) -> dict[str, Any]:
+    """The upscore units dec{n-2}..dec0 from the deepest features, then the head's outputs."""
+    for scale in range(len(skips) - 2, -1, -1):
         block = f"dec{scale}"
         x = upscore_unit(
             x,
-            scales[scale],
+            skips[scale],
             num_classes,
             strides=strides[scale + 1],
             kernel_size=reduce_kernel,
@@ -247,8 +256,4 @@ def build_stream(
     )(x)
     probabilities = keras.layers.Softmax(axis=-1, name="probabilities", dtype="float32")(logits)
     prediction = ClassPrediction(name="prediction")(logits)
-    return keras.Model(
-        image,
-        {"logits": logits, "probabilities": probabilities, "prediction": prediction},
-        name=f"stream_{modality}",
-    )
+    return {"logits": logits, "probabilities": probabilities, "prediction": prediction}

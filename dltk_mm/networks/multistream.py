@@ -4,7 +4,8 @@
 :class:`~dltk_mm.networks.fcn.LayerRegistry`, so that the blocks a scheme shares are literally the
 same layers in every stream. :class:`MultiStreamModel` routes each batch (all of one modality, which
 carries its modality index) to its stream inside the compiled graph with ``tf.switch_case``,
-computes that stream's loss and updates only the variables that stream uses (spec sections 4-5):
+computes that stream's loss and updates only the variables that stream uses (docs/paper.md,
+sections 3.2 and 4.4):
 after a step on an MR batch, every CT-only weight and CT-only batch-norm statistic is unchanged.
 """
 
@@ -24,7 +25,7 @@ from absl import logging
 from dltk_mm.core.losses import LossFunction, get_loss
 from dltk_mm.errors import ConfigurationError, InputDataError
 from dltk_mm.networks.fcn import LayerRegistry, block_names, build_stream, normalise_strides
-from dltk_mm.networks.schemes import BLOCK_NAMES, default_learning_rate, get_scheme
+from dltk_mm.networks.schemes import BLOCK_NAMES, Scheme, default_learning_rate, get_scheme
 
 _MODALITY_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -36,7 +37,7 @@ def make_optimizer(
     epsilon: float = 1e-5,
     loss_scale: bool = False,
 ) -> keras.optimizers.Optimizer:
-    """Adam as in the paper (spec section 5).
+    """Adam as in the paper (docs/paper.md, section 4.4).
 
     Args:
         scheme_or_learning_rate: a scheme name (its default learning rate: 1e-3 for individual and
@@ -76,6 +77,24 @@ def _validate_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     if len(set(modalities)) != len(modalities):
         raise ConfigurationError(f"modalities must be unique, got {modalities}")
     return modalities
+
+
+def _check_layout(scheme: Scheme, filters: Sequence[int], strides: Sequence[Any],
+                  num_classes: int, width: float) -> None:
+    """Refuses scales, class counts and widths the network cannot be built with."""
+    if len(filters) != len(strides):
+        raise ConfigurationError(
+            f"filters {tuple(filters)} and strides {tuple(strides)} must have the same length"
+        )
+    if scheme.specific_blocks and block_names(len(filters)) != BLOCK_NAMES:
+        raise ConfigurationError(
+            f"scheme {scheme.name!r} is defined on the 5-scale FCN (blocks {BLOCK_NAMES}); "
+            f"got {len(filters)} scales. Use 5 entries in filters and strides."
+        )
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigurationError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    if not width > 0:
+        raise ConfigurationError(f"width must be > 0, got {width!r}")
 
 
 def build_multistream(
@@ -133,19 +152,7 @@ def build_multistream(
     scheme_obj = get_scheme(scheme)
     modalities = _validate_modalities(modalities)
     stride_triples = normalise_strides(strides)
-    if len(filters) != len(stride_triples):
-        raise ConfigurationError(
-            f"filters {tuple(filters)} and strides {tuple(strides)} must have the same length"
-        )
-    if scheme_obj.specific_blocks and block_names(len(filters)) != BLOCK_NAMES:
-        raise ConfigurationError(
-            f"scheme {scheme_obj.name!r} is defined on the 5-scale FCN (blocks {BLOCK_NAMES}); "
-            f"got {len(filters)} scales. Use 5 entries in filters and strides."
-        )
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigurationError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    if not width > 0:
-        raise ConfigurationError(f"width must be > 0, got {width!r}")
+    _check_layout(scheme_obj, filters, strides, num_classes, width)
     scaled_filters = tuple(max(1, int(round(f * width))) for f in filters)
     factor = tuple(int(np.prod([s[a] for s in stride_triples])) for a in range(3))
     if input_shape is not None:
@@ -292,6 +299,11 @@ class MultiStreamModel(keras.Model):
     def build_config(self) -> dict[str, Any]:
         """Arguments of :func:`build_multistream` that rebuild this model (JSON-serialisable)."""
         return json.loads(self._build_config_json)
+
+    @property
+    def size_factor(self) -> tuple[int, int, int]:
+        """Product of the strides per axis (z, y, x): input sizes must be multiples of it."""
+        return self._size_factor
 
     def get_config(self) -> dict[str, Any]:
         return self.build_config

@@ -6,16 +6,16 @@ very same layer objects serve every modality's stream.
 
 The paper's schemes are ``individual``, ``joint``, ``v1``-``v4`` (plus ``msbn``, Dou et al. 2020).
 The ``*_code`` schemes reproduce what the authors' code (``vanya2v/Multi-modal-learning``,
-``dualstream_fcn_v{1,2,4}.py``) actually computed, bugs included (spec section 4); they are never
-the default and are selected by name (``--scheme=v4_code``). In that code both modalities' copies
-of the specific encoder blocks ran on every batch; the tensor entering the shared part on the main
-(deepest) path was always the last-built stream's, i.e. the CT copies' output (``stream1``, fed
+``dualstream_fcn_v{1,2,4}.py``) actually computed, bugs included (docs/paper.md, section 8); they
+are never the default and are selected by name (``--scheme=v4_code``). In that code both modalities'
+copies of the specific encoder blocks ran on every batch; the tensor entering the shared part on the
+main (deepest) path was always the last-built stream's, i.e. the CT copies' output (``stream1``, fed
 with the current batch whatever its modality), while the skip connections of the decoder were
-selected by the batch's stream id (``tf.cond``), i.e. came from the fed modality's own copies.
-Here this is :attr:`Scheme.feature_source` = ``"ct"``: in the stream of any other modality the
-specific encoder blocks before the first shared block run twice, once as the CT copies (main
-path, so the CT copies receive gradients from, and update their batch-norm statistics on, that
-modality's batches) and once as the stream's own copies (skip connections only). Per variant:
+selected by the batch's stream id (``tf.cond``), i.e. came from the fed modality's own copies. Here
+this is :attr:`Scheme.feature_source` = ``"ct"``: in the stream of any other modality the specific
+encoder blocks before the first shared block run twice, once as the CT copies (main path, so the CT
+copies receive gradients from, and update their batch-norm statistics on, that modality's batches)
+and once as the stream's own copies (skip connections only). Per variant:
 
 * ``v1_code``: specific stem and enc1-enc4, shared decoder and head. A non-CT stream's shared
   decoder starts from the CT copies' enc4 output; its skips come from its own stem-enc3. Its own
@@ -66,7 +66,7 @@ class Scheme:
         specific_blocks: blocks with one copy per modality.
         specific_batch_norm: whether the batch-norm layers of the *shared* blocks are per modality
             (MSBN); batch-norm layers of specific blocks are always per modality.
-        learning_rate: the paper's Adam learning rate for the scheme (section 5 of the spec).
+        learning_rate: the paper's Adam learning rate for the scheme (docs/paper.md, section 4.4).
         description: one line, with the source.
         feature_source: ``None`` (the paper: every stream uses its own copies) or the modality
             whose copies of the leading specific encoder blocks compute, in *every* stream, the
@@ -182,8 +182,8 @@ SCHEMES: dict[str, Scheme] = {
         ),
     )
 }
-"""Scheme name -> :class:`Scheme` (spec section 4). The paper's semantics by default; the
-``*_code`` entries reproduce the authors' code (module docstring), selected only by name."""
+"""Scheme name -> :class:`Scheme` (docs/paper.md, section 3.1). The paper's semantics by default;
+the ``*_code`` entries reproduce the authors' code (module docstring), selected only by name."""
 
 
 def get_scheme(name: str | Scheme) -> Scheme:

@@ -15,18 +15,15 @@ from dltk_mm.training.checkpointing import (
 )
 from dltk_mm.training.config import RESUMABLE_FIELDS, NetworkConfig, TrainConfig
 from dltk_mm.training.folds import assign_folds, split_manifest
-from dltk_mm.training.model_dir import LoadedModel, load_config, load_trained_model, read_split
-from dltk_mm.training.trainer import (
-    TrainingInfo,
-    TrainResult,
-    ValidationResult,
-    prepare_model_dir,
-    train,
-    validate,
-)
+from dltk_mm.training.loading import LoadedModel, load_config, load_trained_model, read_split
+from dltk_mm.training.model_dir import FolderLock, prepare_model_dir
+from dltk_mm.training.results import TrainingInfo, TrainResult, ValidationResult
+from dltk_mm.training.trainer import train
+from dltk_mm.training.validation import validate
 
 __all__ = [
     "RESUMABLE_FIELDS",
+    "FolderLock",
     "HistoryWriter",
     "LoadedModel",
     "NetworkConfig",

@@ -1,7 +1,8 @@
 """Hooks of the training loop, and the built-in ones: history CSV, TensorBoard, signal handling.
 
 :func:`dltk_mm.training.train` calls every :class:`TrainingCallback` it is given at fixed points
-(see the methods). Records - the mean training losses since the previous record and, at validation
+(see the methods); they depend on the result types of :mod:`dltk_mm.training.results` only.
+Records - the mean training losses since the previous record and, at validation
 steps, the validation Dice per organ and modality - go to :class:`HistoryWriter`
 (``model_dir/history.csv``) and :class:`TensorBoardWriter` (``model_dir/logs``), which the trainer
 always adds. :class:`StopOnSignal` turns SIGINT/SIGTERM into a request to stop after the current
@@ -23,12 +24,11 @@ from typing import TYPE_CHECKING, Any
 import tensorflow as tf
 from absl import logging
 
+from dltk_mm.io.files import atomic_write
+
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     from dltk_mm.io.preprocessing import PreprocessedVolume
-    from dltk_mm.training.trainer import TrainingInfo, TrainResult, ValidationResult
-
-HISTORY_FILE = "history.csv"
-LOG_DIR = "logs"
+    from dltk_mm.training.results import TrainingInfo, TrainResult, ValidationResult
 
 
 class TrainingCallback:
@@ -130,12 +130,13 @@ class HistoryWriter(TrainingCallback):
                             kept.append(row)
                     except ValueError:
                         continue
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        with temporary.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, self.columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(temporary, self.path)
+        def write(temporary: Path) -> None:
+            with temporary.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, self.columns, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(kept)
+
+        atomic_write(self.path, write)
 
     def on_record(self, step: int, record: Mapping[str, float]) -> None:
         row = {"step": str(step)}

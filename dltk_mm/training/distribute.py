@@ -1,10 +1,10 @@
 """Distributed training: strategies from a name and TF_CONFIG, the routed step under a strategy.
 
-Valindria et al. (WACV 2018) train on one GPU; this module scales the same optimisation (spec
-section 5: one modality per batch, each batch's loss back-propagated through its own stream only)
-to several devices (``tf.distribute.MirroredStrategy``) and several machines
-(``tf.distribute.MultiWorkerMirroredStrategy``, cluster from the ``TF_CONFIG`` environment
-variable). How the pieces fit:
+Valindria et al. (WACV 2018) train on one GPU; this module scales the same optimisation
+(docs/paper.md, sections 3.2 and 4.4: one modality per batch, each batch's loss back-propagated
+through its own stream only) to several devices (``tf.distribute.MirroredStrategy``) and several
+machines (``tf.distribute.MultiWorkerMirroredStrategy``, cluster from the ``TF_CONFIG``
+environment variable). How the pieces fit:
 
 * **Routing.** On one device :meth:`MultiStreamModel.train_step` routes with ``tf.switch_case``
   on the batch's modality index and applies the optimizer inside the branch. Under a
@@ -57,12 +57,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from dltk_mm.errors import ConfigurationError
 from dltk_mm.io.pipeline import PipelineConfig, VolumePair, interleaved_dataset
+from dltk_mm.io.seeds import derive_seed
 
 #: Strategy names accepted by :func:`create_strategy` (and ``dltk-mm-train --strategy``).
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -203,11 +203,6 @@ def remove_worker_dir(path: str | os.PathLike, info: WorkerInfo) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _derive(seed: int, *tags: int) -> int:
-    state = np.random.SeedSequence([abs(int(seed)), *[abs(int(t)) for t in tags]])
-    return int(state.generate_state(1)[0] & 0x7FFFFFFF)
-
-
 def check_global_batch(global_batch_size: int, replicas: int) -> int:
     """The per-replica batch size; the global batch must split evenly over the replicas.
 
@@ -259,7 +254,7 @@ def distributed_interleaved_dataset(
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
-        seed = None if config.seed is None else _derive(config.seed, context.input_pipeline_id)
+        seed = None if config.seed is None else derive_seed(config.seed, context.input_pipeline_id)
         worker_order = tuple(m for m in order for _ in range(local_replicas))
         worker_config = dataclasses.replace(config, batch_size=per_replica, seed=seed)
         dataset = interleaved_dataset(volumes_by_modality, modalities, worker_order,

@@ -1,4 +1,4 @@
-"""Analytic FLOP count of the FCN (Valindria et al. 2018, spec section 3) and the machine's ceiling.
+"""Analytic FLOP count of the FCN (docs/paper.md, section 2.4) and the machine's ceiling.
 
 :func:`conv_macs` counts the multiply-accumulates of every convolution of one stream from the
 network's build configuration (the arguments of :func:`dltk_mm.networks.build_multistream`) and the

@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -27,17 +28,20 @@ from dltk_mm.io.augmentation import AugmentationConfig  # noqa: E402
 from dltk_mm.io.pipeline import PipelineConfig, interleaved_dataset  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("volumes_per_modality", 4, "Synthetic volumes per modality (MR and CT).")
-flags.DEFINE_list("volume_shape", ["100", "160", "160"], "Nominal volume shape z,y,x (voxels).")
-flags.DEFINE_integer("shape_spread", 8, "Each axis of each volume varies by up to +-this.")
-flags.DEFINE_list("patch_size", ["64", "64", "64"], "Patch shape z,y,x.")
-flags.DEFINE_integer("batch_size", 16, "Patches per batch.")
-flags.DEFINE_enum("sampling", "balanced", ["balanced", "uniform"], "Patch sampling.")
-flags.DEFINE_boolean("flip", False, "Also random flips on all three axes (LR with label swap).")
-flags.DEFINE_integer("warmup", 20, "Batches consumed before timing.")
-flags.DEFINE_integer("steps", 100, "Batches timed.")
-flags.DEFINE_integer("seed", 0, "Pipeline seed.")
-flags.DEFINE_integer("num_parallel_calls", None, "Map parallelism (default AUTOTUNE).")
+def define_flags() -> None:
+    """Defines the script's flags (only when it runs as a script, so that other scripts
+    can import its functions beside their own flags of the same names)."""
+    flags.DEFINE_integer("volumes_per_modality", 4, "Synthetic volumes per modality (MR and CT).")
+    flags.DEFINE_list("volume_shape", ["100", "160", "160"], "Nominal volume shape z,y,x (voxels).")
+    flags.DEFINE_integer("shape_spread", 8, "Each axis of each volume varies by up to +-this.")
+    flags.DEFINE_list("patch_size", ["64", "64", "64"], "Patch shape z,y,x.")
+    flags.DEFINE_integer("batch_size", 16, "Patches per batch.")
+    flags.DEFINE_enum("sampling", "balanced", ["balanced", "uniform"], "Patch sampling.")
+    flags.DEFINE_boolean("flip", False, "Also random flips on all three axes (LR with label swap).")
+    flags.DEFINE_integer("warmup", 20, "Batches consumed before timing.")
+    flags.DEFINE_integer("steps", 100, "Batches timed.")
+    flags.DEFINE_integer("seed", 0, "Pipeline seed.")
+    flags.DEFINE_integer("num_parallel_calls", None, "Map parallelism (default AUTOTUNE).")
 
 
 def synthetic_volume(shape: tuple[int, int, int], rng: np.random.Generator):
@@ -65,49 +69,63 @@ def synthetic_volume(shape: tuple[int, int, int], rng: np.random.Generator):
     return image, label
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    rng = np.random.default_rng(FLAGS.seed)
-    nominal = np.array([int(s) for s in FLAGS.volume_shape])
-    volumes = {}
-    for modality in ("mr", "ct"):
-        volumes[modality] = [
-            synthetic_volume(
-                tuple(int(s) for s in nominal + rng.integers(-FLAGS.shape_spread,
-                                                             FLAGS.shape_spread + 1, 3)),
-                rng,
-            )
-            for _ in range(FLAGS.volumes_per_modality)
+def measure_pipeline(volume_shape: Sequence[int], patch_size: Sequence[int], batch_size: int,
+                     steps: int, warmup: int, volumes_per_modality: int = 4,
+                     shape_spread: int = 8, sampling: str = "balanced", flip: bool = False,
+                     seed: int = 0, num_parallel_calls: int | None = None) -> dict:
+    """Sustained patches/s of the paper's pipeline over synthetic MR and CT volumes.
+
+    Args:
+        volume_shape: nominal ``(z, y, x)`` of the volumes; each axis varies by up to
+            ``shape_spread``.
+        patch_size: patch ``(z, y, x)``.
+        batch_size: patches per batch.
+        steps: batches timed (after ``warmup`` batches).
+        warmup: batches consumed before timing.
+        volumes_per_modality: synthetic volumes per modality.
+        shape_spread: see ``volume_shape``.
+        sampling: ``"balanced"`` (the paper's) or ``"uniform"``.
+        flip: also random flips on all three axes.
+        seed: pipeline and volume seed.
+        num_parallel_calls: map parallelism (None: AUTOTUNE).
+
+    Returns:
+        The figures (patches/s wall, per core, per CPU-second, ...), JSON-serialisable.
+    """
+    rng = np.random.default_rng(seed)
+    nominal = np.array([int(s) for s in volume_shape])
+    volumes = {
+        modality: [
+            synthetic_volume(tuple(int(s) for s in nominal + rng.integers(
+                -shape_spread, shape_spread + 1, 3)), rng)
+            for _ in range(volumes_per_modality)
         ]
-    shapes = [v[0].shape for m in volumes.values() for v in m]
+        for modality in ("mr", "ct")
+    }
     config = PipelineConfig(
-        patch_size=tuple(int(p) for p in FLAGS.patch_size),
-        batch_size=FLAGS.batch_size,
-        sampling=FLAGS.sampling,
-        augmentation=AugmentationConfig(flip_axes=(0, 1, 2) if FLAGS.flip else ()),
-        seed=FLAGS.seed,
-        num_parallel_calls=FLAGS.num_parallel_calls,
+        patch_size=tuple(int(p) for p in patch_size), batch_size=batch_size, sampling=sampling,
+        augmentation=AugmentationConfig(flip_axes=(0, 1, 2) if flip else ()), seed=seed,
+        num_parallel_calls=num_parallel_calls,
     )
     build_start = time.perf_counter()
-    dataset = interleaved_dataset(volumes, ("mr", "ct"), config=config)
-    iterator = iter(dataset)
+    iterator = iter(interleaved_dataset(volumes, ("mr", "ct"), config=config))
     build_s = time.perf_counter() - build_start
     warm_start = time.perf_counter()
-    for _ in range(FLAGS.warmup):
+    for _ in range(warmup):
         next(iterator)
     warmup_s = time.perf_counter() - warm_start
     load_before = os.getloadavg()[0]
     wall_start = time.perf_counter()
     cpu_start = time.process_time()
-    for _ in range(FLAGS.steps):
+    for _ in range(steps):
         next(iterator)
     wall_s = time.perf_counter() - wall_start
     cpu_s = time.process_time() - cpu_start
     load_after = os.getloadavg()[0]
     foreground = np.mean([np.mean(next(iterator)[1].numpy() > 0) for _ in range(10)])
-    patches = FLAGS.steps * FLAGS.batch_size
+    patches = steps * batch_size
     cores = len(os.sched_getaffinity(0))
-    result = {
+    return {
         "patches_per_s": patches / wall_s,
         "patches_per_s_per_core": patches / wall_s / cores,
         "patches_per_cpu_s": patches / cpu_s,
@@ -122,16 +140,26 @@ def main(argv: list[str]) -> None:
         "foreground_fraction_volumes": float(
             np.mean([np.mean(v[1] > 0) for m in volumes.values() for v in m])
         ),
-        "volume_shapes_zyx": shapes,
+        "volume_shapes_zyx": [v[0].shape for m in volumes.values() for v in m],
         "patch_size": list(config.patch_size),
         "batch_size": config.batch_size,
         "sampling": config.sampling,
-        "flip": FLAGS.flip,
+        "flip": flip,
         "tensorflow": tf.__version__,
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
     }
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    result = measure_pipeline(
+        FLAGS.volume_shape, FLAGS.patch_size, FLAGS.batch_size, FLAGS.steps, FLAGS.warmup,
+        volumes_per_modality=FLAGS.volumes_per_modality, shape_spread=FLAGS.shape_spread,
+        sampling=FLAGS.sampling, flip=FLAGS.flip, seed=FLAGS.seed,
+        num_parallel_calls=FLAGS.num_parallel_calls)
+    load_before, load_after = result["load_avg_1min_before_after"]
     print(
-        f"input pipeline: {result['patches_per_s']:.1f} patches/s on {cores} cores = "
+        f"input pipeline: {result['patches_per_s']:.1f} patches/s on {result['cores']} cores = "
         f"{result['patches_per_s_per_core']:.1f} patches/s/core "
         f"({result['patches_per_cpu_s']:.1f} patches per CPU-second; 1-min load "
         f"{load_before:.2f} -> {load_after:.2f})"
@@ -140,4 +168,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -23,6 +23,7 @@ import platform
 import subprocess
 import sys
 import time
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,20 +41,24 @@ from experiments.bench.flops import (  # noqa: E402
 from experiments.bench.report import markdown_table  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("steps", 3, "Timed steps per configuration (after one warm-up per modality).")
-flags.DEFINE_list(
-    "runs",
-    ["full:1.0:64:2:0:0", "full:1.0:64:2:1:0", "quarter:0.25:64:4:0:0", "quarter:0.25:64:4:1:0",
-     "quarter:0.25:32:4:0:0", "quarter:0.25:48:4:0:0", "quarter:0.25:64:4:0:1"],
-    "Configurations name:width:patch:batch:xla(0/1):mixed_precision(0/1).",
-)
-flags.DEFINE_integer("ceiling_calls", 7, "Timed calls of the matmul-ceiling measurement (each "
-                     "configuration measures it right before its own timed steps).")
-flags.DEFINE_string("scheme", "v4", "Training scheme.")
-flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
-flags.DEFINE_integer("timeout", 300, "Seconds allowed per configuration (each runs in its own "
-                     "process; XLA compilation of the full-width step on a CPU can exceed it).")
-flags.DEFINE_string("single", None, "Internal: measure this one configuration in this process.")
+def define_flags() -> None:
+    """Defines the script's flags (only when it runs as a script, so that other scripts
+    can import its functions beside their own flags of the same names)."""
+    flags.DEFINE_integer("steps", 3,
+                         "Timed steps per configuration (after one warm-up per modality).")
+    flags.DEFINE_list(
+        "runs",
+        ["full:1.0:64:2:0:0", "full:1.0:64:2:1:0", "quarter:0.25:64:4:0:0", "quarter:0.25:64:4:1:0",
+         "quarter:0.25:32:4:0:0", "quarter:0.25:48:4:0:0", "quarter:0.25:64:4:0:1"],
+        "Configurations name:width:patch:batch:xla(0/1):mixed_precision(0/1).",
+    )
+    flags.DEFINE_integer("ceiling_calls", 7, "Timed calls of the matmul-ceiling measurement (each "
+                         "configuration measures it right before its own timed steps).")
+    flags.DEFINE_string("scheme", "v4", "Training scheme.")
+    flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+    flags.DEFINE_integer("timeout", 300, "Seconds allowed per configuration (each runs in its own "
+                         "process; XLA compilation of the full-width step on a CPU can exceed it).")
+    flags.DEFINE_string("single", None, "Internal: measure this one configuration in this process.")
 
 
 def load_average() -> float:
@@ -65,15 +70,20 @@ def load_average() -> float:
 
 
 def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: bool,
-            steps: int, ceiling_calls: int, scheme: str) -> dict:
+            steps: int, ceiling_calls: int, scheme: str, ceiling_size: int = 2048,
+            float16_ceiling: bool = False, **network: Any) -> dict:
     """Times ``steps`` routed training steps of one configuration.
 
-    The matmul ceiling is measured in the same process right after the warm-up, so that the
-    ratio compares two rates taken under the same conditions.
+    The matmul ceiling (``ceiling_size`` square float32 matrices) is measured in the same process
+    right after the warm-up, so that the ratio compares two rates taken under the same
+    conditions; with ``mixed`` and ``float16_ceiling`` (for GPUs: a CPU emulates float16 matmuls
+    slowly) the float16 ceiling is measured and reported beside it. ``network`` holds further
+    arguments of :func:`dltk_mm.networks.build_multistream` (e.g. ``modalities``,
+    ``num_res_units``: the GPU script's CPU mode builds a smaller graph to trace).
     """
     keras.utils.set_random_seed(0)
     model = build_multistream(scheme, width=width,
-                              dtype_policy="mixed_float16" if mixed else None)
+                              dtype_policy="mixed_float16" if mixed else None, **network)
     model.compile(optimizer=make_optimizer(scheme, loss_scale=mixed), jit_compile=xla)
     step = tf.function(model.train_step, jit_compile=xla, reduce_retracing=True)
     rng = np.random.default_rng(0)
@@ -86,7 +96,9 @@ def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: b
     for data in batches:  # trace/compile, one step per modality
         float(step(data)["loss"])
     warmup = time.perf_counter() - start
-    ceiling = matmul_ceiling(calls=ceiling_calls)
+    ceiling = matmul_ceiling(size=ceiling_size, calls=ceiling_calls)
+    half = (matmul_ceiling(size=ceiling_size, calls=ceiling_calls, dtype="float16")
+            if mixed and float16_ceiling else None)
     load_before = load_average()
     cpu_start = time.process_time()
     start = time.perf_counter()
@@ -112,7 +124,8 @@ def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: b
         "ceiling_gflops_range": [round(ceiling.gflops_min, 1), round(ceiling.gflops_max, 1)],
         "ceiling_gflop_per_cpu_s": round(ceiling.gflops_per_cpu_second, 1),
         "load_average": round((load_before + load_average()) / 2, 2),
-    }
+    } | ({"float16_ceiling_gflops": round(half.gflops, 1),
+          "ratio_to_float16_ceiling": round(gflops / half.gflops, 3)} if half else {})
 
 
 def main(argv: list[str]) -> None:
@@ -171,4 +184,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_manifest_mode_and_missing_prediction_error(folders) -> None:
         }
     ).to_csv(manifest, index=False)
     result = _evaluate(f"--manifest={manifest}", f"--predictions={folders['predictions']}")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "subject s03" in result.stderr and "s03.nii.gz" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -134,7 +135,116 @@ def test_label_preset_flag(folders) -> None:
         _write(grey, chaos / f"{subject}.nii.gz")
     args = [f"--predictions={folders['predictions']}", f"--labels={chaos}", "--modality=mr"]
     refused = _evaluate(*args)
-    assert refused.returncode == 1 and "label value(s) 63" in refused.stderr
+    assert refused.returncode == 2 and "label value(s) 63" in refused.stderr
     result = _evaluate(*args, "--label_preset=chaos")
     assert result.returncode == 0, result.stderr
     assert "[1/2] s01 (mr): Dice liver 1.000" in result.stdout
+
+
+def _manifest(folders, rows: list[tuple[str, str]]) -> Path:
+    """A manifest of (subject, modality) rows with the fixture's labels; images are the labels."""
+    manifest = folders["root"] / "manifest.csv"
+    pd.DataFrame({
+        "subject_id": [subject for subject, _ in rows],
+        "modality": [modality for _, modality in rows],
+        "image": [f"labels/{subject}.nii.gz" for subject, _ in rows],
+        "label": [f"labels/{subject}.nii.gz" for subject, _ in rows],
+    }).to_csv(manifest, index=False)
+    return manifest
+
+
+@pytest.mark.parametrize("target", ["manifest", "label", "prediction", "image"])
+def test_an_input_is_never_an_output_even_with_overwrite(folders, target) -> None:
+    manifest = _manifest(folders, [("s01", "ct"), ("s02", "ct")])
+    image = folders["root"] / "images" / "s01.nii.gz"
+    _write(np.zeros((8, 10, 10)), image)
+    frame = pd.read_csv(manifest)
+    frame.loc[0, "image"] = "images/s01.nii.gz"
+    frame.to_csv(manifest, index=False)
+    path = {"manifest": manifest, "label": folders["labels"] / "s02.nii.gz",
+            "prediction": folders["predictions"] / "s01.nii.gz", "image": image}[target]
+    before = path.read_bytes()
+    for flag in ("output_csv", "summary_csv"):
+        result = _evaluate(f"--manifest={manifest}", f"--predictions={folders['predictions']}",
+                           f"--{flag}={path}", "--overwrite")
+        assert result.returncode == 2, result.stderr
+        assert "is one of the evaluation's inputs" in result.stderr and str(path) in result.stderr
+        assert "Traceback" not in result.stderr
+        assert path.read_bytes() == before
+
+
+def test_output_through_a_relative_path_or_hard_link_is_refused(folders, monkeypatch) -> None:
+    manifest = _manifest(folders, [("s01", "ct")])
+    monkeypatch.chdir(folders["root"] / "labels")
+    with pytest.raises(ConfigurationError, match="inputs are never overwritten"):
+        evaluate_command(predictions=str(folders["predictions"]), labels=None,
+                         manifest=str(manifest), modality=None, output_csv="../manifest.csv",
+                         overwrite=True)
+    link = folders["root"] / "link.csv"
+    link.hardlink_to(manifest)
+    with pytest.raises(ConfigurationError, match="inputs are never overwritten"):
+        evaluate_command(predictions=str(folders["predictions"]), labels=None,
+                         manifest=str(manifest), modality=None, output_csv=str(link),
+                         overwrite=True)
+
+
+def test_allow_unknown_labels_with_the_identity_preset(folders) -> None:
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(folders["labels"] / "s01.nii.gz")))
+    label[6:8, 6:9, 6:9] = 7  # an id the project map does not have
+    _write(label, folders["labels"] / "s01.nii.gz")
+    args = [f"--predictions={folders['predictions']}", f"--labels={folders['labels']}",
+            "--modality=ct"]
+    refused = _evaluate(*args)
+    assert refused.returncode == 2 and "label value(s) 7" in refused.stderr
+    assert "--allow_unknown_labels" in refused.stderr
+    output = folders["root"] / "evaluation.csv"
+    result = _evaluate(*args, "--allow_unknown_labels", f"--output_csv={output}")
+    assert result.returncode == 0, result.stderr
+    assert "counted as background" in result.stderr
+    frame = pd.read_csv(output)
+    # label 7 became background: s01's prediction (the original label) still matches exactly
+    assert (frame[frame.subject_id == "s01"]["dice"] == 1.0).all()
+
+
+def test_one_subject_id_in_a_ct_and_an_mr_row_is_refused(folders) -> None:
+    manifest = _manifest(folders, [("s01", "ct"), ("s02", "ct"), ("s01", "mr")])
+    result = _evaluate(f"--manifest={manifest}", f"--predictions={folders['predictions']}")
+    assert result.returncode == 2, result.stderr
+    assert "line 2 (subject s01, ct) and line 4 (subject s01, mr)" in result.stderr
+    assert "unique subject id" in result.stderr and "different grids" not in result.stderr
+    ct_only = _evaluate(f"--manifest={manifest}", f"--predictions={folders['predictions']}",
+                        "--modality=ct")
+    assert ct_only.returncode == 0, ct_only.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--num_classes=1"],            # a flag's bound
+    ["--no_such_flag"],             # an unknown flag
+    ["--label_preset=nonsense"],    # not one of the choices
+    ["positional"],                 # positional arguments
+])
+def test_bad_flags_exit_2(folders, args) -> None:
+    result = _evaluate(f"--predictions={folders['predictions']}", f"--labels={folders['labels']}",
+                       "--modality=ct", *args)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("command", "flag"), [
+    ("evaluate", "--manifest=missing.csv"),    # a manifest that is not there
+    ("phantoms", "--anatomy_scale=-1"),        # a flag's bound
+])
+def test_refuses_bad_input_without_importing_tensorflow(tmp_path, command, flag) -> None:
+    code = (
+        "import sys\n"
+        f"from dltk_mm.cli import {command} as command\n"
+        "try:\n"
+        "    command.run()\n"
+        "except SystemExit as stop:\n"
+        "    print('status', stop.code, 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, flag, f"--output_dir={tmp_path}"] if command == "phantoms"
+        else [sys.executable, "-c", code, flag], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.stdout.strip().splitlines()[-1] == "status 2 False", result.stderr

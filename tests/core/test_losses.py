@@ -1,4 +1,4 @@
-"""Soft Dice, cross-entropy and their sum on hand-made arrays (spec section 5)."""
+"""Soft Dice, cross-entropy and their sum on hand-made arrays (docs/paper.md, section 4.3)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from dltk_mm.core.losses import (
+    LOSS_NAMES,
     cross_entropy_loss,
     dice_cross_entropy_loss,
     dice_loss,
@@ -103,3 +104,5 @@ def test_get_loss() -> None:
     assert get_loss(dice_loss) is dice_loss
     with pytest.raises(ConfigurationError, match="unknown loss"):
         get_loss("focal")
+    assert [get_loss(name) for name in LOSS_NAMES] == [
+        dice_loss, cross_entropy_loss, dice_cross_entropy_loss]

@@ -1,4 +1,7 @@
-"""Pre-activation residual unit: wiring, shortcut pooling and padding, kernels (spec section 2)."""
+"""Pre-activation residual unit: wiring, shortcut pooling and padding, kernels.
+
+docs/paper.md, section 2.2.
+"""
 
 from __future__ import annotations
 

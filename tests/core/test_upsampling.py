@@ -1,4 +1,7 @@
-"""Fixed linear upsampling against NumPy references, borders included (spec section 2)."""
+"""Fixed linear upsampling against NumPy references, borders included.
+
+docs/paper.md, section 2.3.
+"""
 
 from __future__ import annotations
 

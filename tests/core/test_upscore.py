@@ -1,4 +1,4 @@
-"""Upscore unit (spec section 2): reduction conv, fixed upsampling, skip conv + BN, sum."""
+"""Upscore unit (docs/paper.md, section 2.3): reduction conv, upsampling, skip conv + BN, sum."""
 
 from __future__ import annotations
 

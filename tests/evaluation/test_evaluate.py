@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from dltk_mm.core.metrics import CLASS_NAMES
+from dltk_mm.core.label_map import LABEL_NAMES as CLASS_NAMES
 from dltk_mm.errors import ConfigurationError, InputDataError
 from dltk_mm.evaluation.evaluate import (
     ALL_ORGANS,
@@ -18,6 +18,7 @@ from dltk_mm.evaluation.evaluate import (
     EvaluationPair,
     evaluate_pairs,
     format_summary_table,
+    input_files,
     pairs_from_folders,
     pairs_from_manifest,
     prediction_path,
@@ -243,6 +244,67 @@ def test_unknown_reference_ids_fail_unless_allowed(tmp_path: Path) -> None:
         evaluate_pairs([("s", "ct", prediction, reference)], label_preset="btcv")
     results = evaluate_pairs([("s", "ct", prediction, reference)], label_preset="btcv",
                              allow_unknown_labels=True)
+    np.testing.assert_array_equal(results["dice"], 1.0)
+
+
+def test_unknown_ids_with_the_identity_preset_count_as_background_when_allowed(tmp_path):
+    label = _label_map()
+    odd = label.copy()
+    odd[10, 12:14, 12:14] = 7  # outside 0..4
+    reference = _write(odd, tmp_path / "odd.nii.gz")
+    prediction = _write(label, tmp_path / "prediction.nii.gz")
+    with pytest.raises(InputDataError, match=r"odd\.nii\.gz.*label value\(s\) 7"):
+        evaluate_pairs([("s", "ct", prediction, reference)])
+    results = evaluate_pairs([("s", "ct", prediction, reference)], allow_unknown_labels=True)
+    np.testing.assert_array_equal(results["dice"], 1.0)
+    # predictions are always checked: unknown ids there are the predictor's bug
+    with pytest.raises(InputDataError, match=r"odd\.nii\.gz: the prediction"):
+        evaluate_pairs([("s", "ct", reference, prediction)], allow_unknown_labels=True)
+
+
+def test_manifest_rows_reading_one_prediction_are_refused_with_their_lines(dataset, tmp_path):
+    rows = [{"subject_id": s, "modality": m, "image": f"img/{s}.nii.gz",
+             "label": f"labels/{s}.nii.gz"}
+            for s, m in (("perfect", "ct"), ("shifted", "ct"), ("perfect", "mr"))]
+    manifest = _manifest(tmp_path, rows)
+    with pytest.raises(InputDataError, match=r"line 2 \(subject perfect, ct\) and line 4 "
+                                             r"\(subject perfect, mr\)"):
+        pairs_from_manifest(manifest, predictions_dir=dataset["predictions"])
+    # with a prediction column naming distinct files the same id in two modalities is fine
+    _write(_label_map(), dataset["predictions"] / "perfect_mr.nii.gz")
+    for row in rows:
+        row["prediction"] = f"predictions/{row['subject_id']}.nii.gz"
+    rows[2]["prediction"] = "predictions/perfect_mr.nii.gz"
+    pairs = pairs_from_manifest(_manifest(tmp_path, rows))
+    assert [p.prediction.name for p in pairs] == ["perfect.nii.gz", "shifted.nii.gz",
+                                                  "perfect_mr.nii.gz"]
+    assert [p.image.name for p in pairs] == ["perfect.nii.gz", "shifted.nii.gz", "perfect.nii.gz"]
+    rows[2]["prediction"] = "predictions/perfect.nii.gz"
+    with pytest.raises(InputDataError, match="line 2 .* and line 4 .* both read prediction"):
+        pairs_from_manifest(_manifest(tmp_path, rows))
+
+
+def test_input_files_lists_predictions_labels_and_images(dataset, tmp_path) -> None:
+    pair = EvaluationPair("a", "ct", tmp_path / "p.nii.gz", tmp_path / "l.nii.gz", None,
+                          tmp_path / "i.nii.gz")
+    assert input_files([pair]) == {(tmp_path / n).resolve() for n in ("p.nii.gz", "l.nii.gz",
+                                                                       "i.nii.gz")}
+
+
+def test_reference_labels_mapped_by_a_preset_file(tmp_path: Path, monkeypatch) -> None:
+    from dltk_mm.io.labels import LabelPreset, write_preset_file
+
+    label = _label_map()
+    grey = np.select([label == 1, label == 2, label == 3, label == 4], [63, 252, 126, 189], 0)
+    reference = _write(grey, tmp_path / "grey.nii.gz")
+    prediction = _write(label, tmp_path / "prediction.nii.gz")
+    preset = LabelPreset("Grey", {0: 0, 63: 1, 252: 2, 126: 3, 189: 4},
+                         frozenset({0, 63, 126, 189, 252}), "grey values")
+    (tmp_path / "Presets").mkdir()
+    write_preset_file(preset, tmp_path / "Presets" / "Grey.json")
+    monkeypatch.chdir(tmp_path)  # a relative file path, with capitals, is kept as a file
+    results = evaluate_pairs([("s", "mr", prediction, reference)],
+                             label_preset="Presets/Grey.json")
     np.testing.assert_array_equal(results["dice"], 1.0)
 
 

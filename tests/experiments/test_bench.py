@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,16 +50,62 @@ def _run(module: str, *args: str, tmp_path: Path) -> dict:
 
 
 def test_training_step_benchmark_tiny_run(tmp_path):
+    started = time.perf_counter()
     report = _run("experiments.bench.train_step", "--runs=tiny:0.125:16:2:0:0", "--steps=2",
                   "--ceiling_calls=1", "--timeout=240", tmp_path=tmp_path)
+    wall_s = time.perf_counter() - started
     (run,) = report["results"]
-    assert run["name"] == "tiny" and run["s_per_step"] > 0
-    # (the report rounds GFLOP/s to 0.1 and ratios to 0.001)
-    assert run["gflops"] == pytest.approx(run["patches_per_s"] * run["gflop_per_patch"], abs=0.1)
-    assert run["ratio_to_ceiling"] == pytest.approx(run["gflops"] / run["ceiling_gflops"],
-                                                    abs=0.002)
+    assert (run["name"], run["width"], run["patch"], run["batch"], run["xla"],
+            run["mixed_precision"], run["steps"]) == ("tiny", 0.125, 16, 2, False, False, 2)
+    # the work per patch is the built network's: 2 FLOPs x 3 passes per MAC of its Conv3D layers
+    stream = build_multistream("individual", modalities=("mr",), width=0.125,
+                               input_shape=(16, 16, 16)).streams["mr"]
+    assert run["gflop_per_patch"] == pytest.approx(6 * model_conv_macs(stream) / 1e9, abs=1e-4)
+    # the timed steps happened within the command's own lifetime, after its warm-up
+    assert 0 < run["s_per_step"] * run["steps"] < wall_s - run["warmup_s"]
+    assert 0 < run["ratio_to_ceiling"] < 2  # a tiny step cannot beat dense matmuls by far
     assert "oneDNN CPU kernels on" in report["stdout"]
-    assert "| tiny | 0.125 | 16^3 | 2 |" in report["stdout"]
+    assert "| tiny | 0.125 | 16^3 | 2 | off | off |" in report["stdout"]
+
+
+def test_training_step_benchmark_reports_a_configuration_past_its_timeout(tmp_path):
+    report = _run("experiments.bench.train_step", "--runs=slow:0.125:16:2:0:0", "--steps=1",
+                  "--ceiling_calls=1", "--timeout=1", tmp_path=tmp_path)
+    (run,) = report["results"]
+    assert run["error"].startswith("not finished within 1 s") and "s_per_step" not in run
+    assert "| slow | 0.125 | 16^3 | 2 | off | off | not finished within 1 s" in report["stdout"]
+
+
+def test_gpu_benchmark_runs_its_cpu_mode(tmp_path):
+    """The GPU script's CPU mode: every part measured, one JSON and one Markdown table."""
+    from dltk_mm.inference.sliding_window import count_windows
+    from experiments.bench.gpu import SIZES, STEP_CONFIGS
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT),
+           "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, "-m", "experiments.bench.gpu", "--mode=auto",
+                             f"--output_dir={tmp_path}"], capture_output=True, text=True,
+                            env=env, timeout=900, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_benchmark.json").read_text())
+    assert report["mode"] == "cpu" and report["machine"]["gpus"] == 0
+    sizes = SIZES["cpu"]
+    steps = report["training_step"]
+    assert [(r["xla"], r["mixed_precision"]) for r in steps] == [
+        (xla, mixed) for _, xla, mixed in STEP_CONFIGS]
+    assert all(r["s_per_step"] > 0 and r["batch"] == sizes.batch for r in steps)
+    pipeline = report["pipeline"]
+    assert pipeline["batch_size"] == sizes.batch and pipeline["patches_per_s"] > 0
+    assert pipeline["step_demand_patches_per_s"] == max(r["patches_per_s"] for r in steps)
+    prediction = report["prediction"]
+    assert prediction["size"] == "x".join(map(str, sizes.volume))
+    assert prediction["windows"] == count_windows(sizes.volume, (sizes.patch,) * 3, 0.5)
+    assert prediction["seconds"] > 0 and prediction["peak_gpu_mb"] is None
+    assert report["ceiling"]["float32"]["gflops"] > 0
+    table = (tmp_path / "gpu_benchmark.md").read_text()
+    for name, _, _ in STEP_CONFIGS:
+        assert f"| training step, {name} | " in table
+    assert "error" not in table and "| input pipeline |" in table
 
 
 @pytest.mark.parametrize(("op_name", "layer"), [
@@ -91,3 +138,27 @@ def test_profile_of_a_traced_function(tmp_path):
 def test_markdown_table():
     table = markdown_table(["a", "b"], [(1, "x"), (2.5, "")])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | x |", "| 2.5 |  |"]
+
+
+def test_gpu_benchmark_table_records_a_failed_part():
+    from experiments.bench.gpu import STEP_CONFIGS, markdown_report
+
+    step = {"s_per_step": 0.05, "patches_per_s": 320.0, "gflops": 90000.0, "warmup_s": 40.0,
+            "ratio_to_ceiling": 0.3, "ratio_to_float16_ceiling": 0.2}
+    report = {
+        "mode": "gpu", "total_s": 300.0, "sizes": {"width": 1.0, "batch": 16, "patch": 64,
+                                                    "volume": [300, 512, 512]},
+        "machine": {"gpu": "NVIDIA H200", "compute_capability": "9.0", "tf32": True, "cores": 16,
+                    "cpu": "x86_64", "tensorflow": "2.21.0"},
+        "ceiling": {"float32": {"gflops": 300000.0}, "float16": {"gflops": 450000.0}},
+        "training_step": [step, step, step, {"error": "ResourceExhaustedError: OOM"}],
+        "pipeline": {"patches_per_s": 1600.0, "cores": 16, "step_demand_patches_per_s": 320.0,
+                     "supply_to_demand": 5.0},
+        "prediction": {"seconds": 12.5, "windows": 2025, "overlap": 0.5, "peak_gpu_mb": 9000.0,
+                       "peak_rss_mb": 4000.0},
+    }
+    table = markdown_report(report)
+    assert "NVIDIA H200 (compute capability 9.0, TF32 True)" in table
+    assert "| training step, float32 | 0.050 s/step, 320.0 patches/s, 90000 GFLOP/s = 20% " in table
+    assert f"| training step, {STEP_CONFIGS[3][0]} | error: ResourceExhaustedError: OOM |" in table
+    assert "supply/demand 5.00" in table and "peak GPU memory 9000 MB" in table

@@ -16,10 +16,12 @@ import SimpleITK as sitk  # noqa: E402, N813
 
 from dltk_mm.errors import ConfigurationError, InputDataError  # noqa: E402
 from dltk_mm.inference.predict import (  # noqa: E402
+    InferenceConfig,
     KerasPredictor,
     PredictionInput,
     inputs_from_manifest,
     inputs_from_paths,
+    manifest_files,
     plan_outputs,
     predict_files,
     predict_volume,
@@ -70,20 +72,36 @@ def test_label_map_has_the_inputs_geometry(predictor, tmp_path, orientation) -> 
 
 
 def test_labels_are_the_argmax_resampled_with_nearest_neighbour(predictor, tmp_path) -> None:
-    # An input already on the preprocessed grid (LPS, 4 mm, sizes fitting): the restored labels
-    # must equal the argmax of the sliding-window probabilities voxel by voxel.
+    # An input on another grid than the preprocessed one (RAS at ~3 mm against LPS at 4 mm): each
+    # input voxel must get the argmax of the nearest preprocessed voxel (labels are resampled,
+    # never probabilities or logits).
     image = tmp_path / "grid.nii.gz"
-    geometry = _write_volume(image, "LPS", (4.0, 4.0, 4.0), (0.0, 0.0, 0.0), (16, 16, 16),
+    geometry = _write_volume(image, "RAS", (2.7, 3.3, 2.9), (0.3, -1.1, 2.2), (15, 13, 11),
                              ct=False)
-    prediction = predict_volume(predictor, image, "mr", overlap=0.0, with_probabilities=True)
+    prediction = predict_volume(predictor, image, "mr", config=InferenceConfig(overlap=0.0))
     volume = preprocess_volume(image, None, "mr", prediction_preprocessing(
         predictor.preprocessing))
-    probabilities = predictor.predict_probabilities(volume.image[np.newaxis, ..., np.newaxis],
-                                                    "mr")[0]
+    assert volume.image.shape != geometry.shape  # the test resamples
+    # The preprocessed volume is smaller than one window: the sliding window pads it (centred,
+    # zeros) to a single window; the same window through the network gives the probabilities.
+    pad = [((p - s) // 2, p - s - (p - s) // 2) for s, p in zip(volume.image.shape, PATCH,
+                                                                   strict=True)]
+    window = np.pad(volume.image, pad)[np.newaxis, ..., np.newaxis]
+    crop = tuple(slice(before, before + s) for (before, _), s in zip(pad, volume.image.shape,
+                                                                      strict=True))
+    argmax = np.argmax(predictor.predict_probabilities(window, "mr")[0][crop], axis=-1)
+    assert len(np.unique(argmax)) > 1
+    index_xyz = np.stack(np.meshgrid(*[np.arange(n) for n in geometry.size], indexing="ij"),
+                         axis=-1).reshape(-1, 3)
+    target = volume.geometry.physical_to_index(geometry.index_to_physical(index_xyz))
+    nearest = np.rint(target).astype(int)
+    unambiguous = (np.abs(np.abs(target - nearest) - 0.5) > 1e-3).all(axis=1)
+    expected = argmax[nearest[:, 2], nearest[:, 1], nearest[:, 0]]
     labels = sitk.GetArrayFromImage(prediction.labels)
-    np.testing.assert_array_equal(labels, np.argmax(probabilities, axis=-1))
-    restored = sitk.GetArrayFromImage(prediction.probabilities)
-    np.testing.assert_allclose(restored, probabilities, atol=1e-5)
+    assert labels.shape == geometry.shape
+    got = labels[index_xyz[:, 2], index_xyz[:, 1], index_xyz[:, 0]]
+    assert unambiguous.mean() > 0.9
+    np.testing.assert_array_equal(got[unambiguous], expected[unambiguous])
     assert Geometry.from_image(prediction.labels).same_grid(geometry)
 
 
@@ -91,7 +109,7 @@ def test_probability_maps_are_4d_on_the_input_grid(predictor, tmp_path) -> None:
     image = tmp_path / "prob_case.nii.gz"
     _write_volume(image, "LAS", (1.2, 1.2, 4.0), (-3.0, 5.0, -60.0), (30, 26, 9))
     records = predict_files(predictor, inputs_from_paths([image], "ct"), tmp_path / "out",
-                            save_probabilities=True, weighting="gaussian")
+                            save_probabilities=True, config=InferenceConfig(weighting="gaussian"))
     path = records[0].probabilities
     assert path == tmp_path / "out" / "probabilities" / "prob_case.nii.gz"
     maps, source = nib.load(path), nib.load(image)
@@ -200,7 +218,8 @@ def test_real_volumes_keep_their_geometry(real_data_dir, tmp_path) -> None:
     predictor = KerasPredictor(model, PreprocessingConfig(spacing_mm=4.0), patch_size=(32,) * 3)
     inputs = inputs_from_manifest(real_data_dir / "manifest.csv")
     orientations = set()
-    records = predict_files(predictor, inputs, tmp_path / "out", overlap=0.0, batch_size=8)
+    records = predict_files(predictor, inputs, tmp_path / "out",
+                            config=InferenceConfig(overlap=0.0, batch_size=8))
     assert len(records) == len(inputs) == 9
     for item, record in zip(inputs, records, strict=True):
         source, output = nib.load(item.image), nib.load(record.labels)
@@ -209,3 +228,80 @@ def test_real_volumes_keep_their_geometry(real_data_dir, tmp_path) -> None:
                                    err_msg=item.subject_id)
         orientations.add("".join(nib.aff2axcodes(source.affine)))
     assert len(orientations) >= 3
+
+
+def _dataset(root: Path) -> Path:
+    """images/<id>.nii.gz, labels/<id>.nii.gz and manifest.csv: the usual layout."""
+    rows = []
+    for subject, modality in (("s1", "ct"), ("s2", "mr")):
+        geometry = _write_volume(root / "images" / f"{subject}.nii.gz", "RAS", (2.0, 2.0, 5.0),
+                                 (0.0, 0.0, 0.0), (12, 12, 6), ct=modality == "ct")
+        label = root / "labels" / f"{subject}.nii.gz"
+        label.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(geometry.image_from_array(np.ones(geometry.shape, np.uint8)), str(label))
+        rows.append({"subject_id": subject, "modality": modality,
+                     "image": f"images/{subject}.nii.gz", "label": f"labels/{subject}.nii.gz"})
+    manifest = root / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    return manifest
+
+
+def test_never_writes_over_a_manifests_labels_even_with_overwrite(predictor, tmp_path) -> None:
+    manifest = _dataset(tmp_path)
+    labels = tmp_path / "labels"
+    before = {p.name: p.read_bytes() for p in labels.iterdir()}
+    inputs = inputs_from_manifest(manifest)
+    with pytest.raises(ConfigurationError, match=r"s1.nii.gz: is the label of subject s1.*"
+                                                 r"not even with --overwrite"):
+        predict_files(predictor, inputs, labels, overwrite=True)
+    # A subset of the rows: the other rows' files are still the manifest's.
+    ct_only = inputs_from_manifest(manifest, modality="ct")
+    renamed = [PredictionInput("s2", "ct", ct_only[0].image)]
+    with pytest.raises(ConfigurationError, match="s2.nii.gz: is a file the manifest names"):
+        predict_files(predictor, renamed, labels, overwrite=True,
+                      protected=manifest_files(manifest))
+    assert {p.name: p.read_bytes() for p in labels.iterdir()} == before
+
+
+def test_bad_input_is_found_before_any_output_is_written(predictor, tmp_path) -> None:
+    good = tmp_path / "good.nii.gz"
+    _write_volume(good, "RAS", (2.0, 2.0, 5.0), (0.0, 0.0, 0.0), (12, 12, 6))
+    bad = tmp_path / "bad.nii"
+    array = np.ones((6, 12, 12), np.float32)
+    array[3, 4, 5] = np.nan
+    nib.save(nib.Nifti1Image(array.transpose(2, 1, 0), np.eye(4)), str(bad))
+    truncated = tmp_path / "truncated.nii"
+    truncated.write_bytes(bad.read_bytes()[:1000])
+    out = tmp_path / "out"
+    with pytest.raises(InputDataError, match=r"2 of 3 input\(s\) cannot be predicted") as error:
+        predict_files(predictor, inputs_from_paths([good, bad, truncated], "ct"), out)
+    assert "bad.nii: holds 1 NaN" in str(error.value)
+    assert "truncated.nii" in str(error.value)
+    assert not out.exists()
+
+
+def test_skip_existing_continues_an_interrupted_prediction(predictor, tmp_path) -> None:
+    images = [tmp_path / f"{name}.nii.gz" for name in ("a", "b")]
+    for path in images:
+        _write_volume(path, "RAS", (2.0, 2.0, 5.0), (0.0, 0.0, 0.0), (12, 12, 6))
+    out = tmp_path / "out"
+    predict_files(predictor, inputs_from_paths(images[:1], "ct"), out)
+    finished = (out / "a.nii.gz").read_bytes()
+    records = predict_files(predictor, inputs_from_paths(images, "ct"), out, skip_existing=True)
+    assert [r.skipped for r in records] == [True, False]
+    assert (out / "a.nii.gz").read_bytes() == finished
+    assert sitk.ReadImage(str(out / "b.nii.gz")).GetSize() == (12, 12, 6)
+    # With probability maps asked for, a subject missing one of its outputs is not finished.
+    with pytest.raises(ConfigurationError, match="a.nii.gz: already exists"):
+        predict_files(predictor, inputs_from_paths(images, "ct"), out, skip_existing=True,
+                      save_probabilities=True)
+
+
+def test_segmentation_options_reach_the_prediction(predictor, tmp_path) -> None:
+    image = tmp_path / "opts.nii.gz"
+    _write_volume(image, "LPS", (4.0, 4.0, 4.0), (0.0, 0.0, 0.0), (16, 16, 16), ct=False)
+    plain = predict_volume(predictor, image, "mr")
+    cleaned = predict_volume(predictor, image, "mr", config=InferenceConfig(
+        min_component_voxels=10**6))
+    assert len(np.unique(sitk.GetArrayViewFromImage(plain.labels))) > 1
+    assert (sitk.GetArrayViewFromImage(cleaned.labels) == 0).all()

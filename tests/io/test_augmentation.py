@@ -48,21 +48,6 @@ def test_intensity_offset_is_one_value_with_sigma():
     np.testing.assert_array_equal(aug.add_intensity_offset(image, 0.0, (4, 4)), image)
 
 
-def test_augment_read_shares_the_offset_between_patches():
-    images = tf.zeros((5, 16, 16, 16))
-    labels = tf.zeros((5, 16, 16, 16), tf.uint8)
-    config = aug.AugmentationConfig(noise_sigma=0.0, offset_sigma=0.1)
-    out, _ = aug.augment_read(images, labels, config, (7, 7))
-    out = out.numpy()
-    assert out.flat[0] != 0
-    np.testing.assert_array_equal(out, out.flat[0])
-    # With noise: the per-patch means still agree (one offset), the voxels differ.
-    noisy, _ = aug.augment_read(images, labels, aug.AugmentationConfig(), (7, 7))
-    means = noisy.numpy().reshape(5, -1).mean(1)
-    np.testing.assert_allclose(means, out.flat[0], atol=0.01)
-    assert noisy.numpy().std() > 0.09
-
-
 def test_left_right_flip_swaps_kidneys_and_reverses_x():
     label = _lr_label()
     image = np.arange(label.size, dtype=np.float32).reshape(label.shape)
@@ -140,15 +125,3 @@ def test_config_defaults_and_validation():
         aug.AugmentationConfig(flip_axes=(2,), swap_lr_labels=None)
     with pytest.raises(ConfigurationError):
         aug.flip(np.zeros((2, 2, 2)), np.zeros((2, 2, 2), np.uint8), 2, swap_lr_labels=(3, 3))
-
-
-def test_augment_read_flips_each_patch_with_label_swap():
-    labels = np.stack([_lr_label()] * 16)
-    images = np.broadcast_to(np.arange(labels.shape[3], dtype=np.float32), labels.shape)
-    config = aug.AugmentationConfig(noise_sigma=0.0, offset_sigma=0.0, flip_axes=(2,))
-    out_images, out_labels = aug.augment_read(images, labels, config, (2, 5))
-    out_images, out_labels = out_images.numpy(), out_labels.numpy()
-    flipped = out_images[:, 0, 0, 0] == labels.shape[3] - 1
-    assert 0 < flipped.sum() < 16  # patches decide independently
-    assert np.all(np.nonzero(out_labels == 3)[3] < 5)
-    np.testing.assert_array_equal(out_labels[~flipped], labels[~flipped])

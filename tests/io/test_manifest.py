@@ -157,9 +157,9 @@ b,mr,images/a.nii.gz,chaos_t2
     with pytest.raises(InputDataError) as error:
         load_manifest(csv)
     message = str(error.value)
-    assert "line 3 (subject b): unknown label_preset 'chaos_t2'" in message
+    assert "line 3 (subject b): unknown label preset 'chaos_t2'" in message
     assert "'amos', 'btcv', 'chaos'" in message and "line 2" not in message
-    with pytest.raises(InputDataError, match="subject b .*unknown label_preset 'x'"):
+    with pytest.raises(InputDataError, match="subject b .*unknown label preset 'x'"):
         row_label_preset({"subject_id": "b", "modality": "mr", "label_preset": "x"}, "identity")
 
 
@@ -198,3 +198,17 @@ def test_line_numbers_count_blank_lines_and_multi_line_cells(tmp_path: Path) -> 
     message = str(error.value)
     assert "line 6 (subject b): image" in message and "missing.nii.gz" in message
     assert "1 problem(s)" in message
+
+
+def test_a_label_preset_file_is_resolved_against_the_manifest_folder(tmp_path: Path) -> None:
+    _write_pair(tmp_path, "a")
+    (tmp_path / "maps").mkdir()
+    preset = tmp_path / "maps" / "Organs.json"
+    preset.write_text('{"labels": {"0": "background", "1": "liver"}}')
+    csv = _csv(tmp_path / "m.csv", """
+subject_id,modality,image,label_preset
+a,ct,images/a.nii.gz,maps/Organs.json
+""")
+    frame = load_manifest(csv)
+    assert list(frame["label_preset"]) == [str(preset)]  # absolute, case kept
+    assert row_label_preset(frame.to_dict("records")[0], "identity") == str(preset)

@@ -498,7 +498,7 @@ def test_label_preset_column_mixes_btcv_ct_and_chaos_mr(tmp_path: Path,
 def test_unknown_label_preset_in_a_row(tmp_path: Path, phantom_manifest: pd.DataFrame) -> None:
     rows = phantom_manifest.iloc[:1].copy()
     rows["label_preset"] = ["btvc"]
-    with pytest.raises(InputDataError, match="unknown label_preset 'btvc'.*'btcv'.*'chaos'"):
+    with pytest.raises(InputDataError, match="unknown label preset 'btvc'.*'btcv'.*'chaos'"):
         preprocess_manifest(rows, PreprocessingConfig(), tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
@@ -508,3 +508,19 @@ def test_default_cache_dir_is_beside_the_manifest(tmp_path: Path) -> None:
 
     assert default_cache_dir(tmp_path / "data" / "manifest.csv") == (
         tmp_path / "data" / ".dltk_mm_cache").resolve()
+
+
+def test_a_nan_in_a_float_label_is_refused_naming_the_file(tmp_path: Path) -> None:
+    import nibabel
+
+    geometry = Geometry.from_orientation("LPS", (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), (12, 12, 12))
+    image = write_volume(np.random.default_rng(0).normal(size=(12, 12, 12)).astype(np.float32),
+                         tmp_path / "image.nii.gz", geometry)
+    label = np.zeros((12, 12, 12), np.float32)
+    label[3:8, 3:8, 3:8] = 1.0
+    label[0, 0, 0] = np.nan  # SimpleITK's NIfTI reader turns it into 0
+    label_path = tmp_path / "label.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(label, np.diag([-2.0, -2.0, 2.0, 1.0])), str(label_path))
+    with pytest.raises(InputDataError, match="NaN") as error:
+        preprocess_volume(image, label_path, "ct")
+    assert str(label_path) in str(error.value)

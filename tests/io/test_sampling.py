@@ -28,6 +28,22 @@ def _volume(shape=(24, 28, 32)) -> tuple[np.ndarray, np.ndarray]:
     return image, label
 
 
+def _cut(image, label, starts, patch_size=PATCH):
+    """The image and label patches at ``starts`` (NumPy slicing)."""
+    windows = [tuple(slice(int(b), int(b) + p) for b, p in zip(start, patch_size, strict=True))
+               for start in np.asarray(starts)]
+    return (np.stack([np.asarray(image)[w] for w in windows]),
+            np.stack([np.asarray(label)[w] for w in windows]))
+
+
+def _balanced(image, label, patch_size=PATCH, seed=(0, 0), **options):
+    """Pads, indexes and samples one read as the pipeline does; returns the cut patches."""
+    image, label, _ = sampling.pad_to_patch_size(image, label, patch_size)
+    starts = sampling.balanced_starts(label, sampling.class_row_cumsum(label, 5), patch_size,
+                                      seed=seed, **options)
+    return _cut(image.numpy(), label.numpy(), starts.numpy(), patch_size)
+
+
 def test_class_row_cumsum_matches_numpy():
     _, label = _volume()
     cumsum = sampling.class_row_cumsum(label, 5).numpy()
@@ -68,16 +84,13 @@ def test_balanced_centres_uniform_over_class_voxels():
     assert np.all(np.abs(frequencies - 0.6) < 0.1), frequencies
 
 
-def test_class_balanced_patches_enrich_foreground():
+def test_balanced_starts_enrich_foreground():
     rng = np.random.default_rng(0)
     label = np.zeros((48, 48, 48), np.uint8)
     label[30:36, 8:14, 20:26] = 1  # 216 voxels: 0.2 % of the volume
     label[10:12, 40:42, 5:7] = 4
     image = rng.normal(size=label.shape).astype(np.float32)
-    _, labels = sampling.class_balanced_patches(
-        image, label, PATCH, jitter=(-4, 3), seed=(3, 3)
-    )
-    labels = labels.numpy()
+    _, labels = _balanced(image, label, jitter=(-4, 3), seed=(3, 3))
     assert labels.shape == (18,) + PATCH
     volume_fraction = np.mean(label > 0)
     patch_fraction = np.mean(labels > 0)
@@ -86,19 +99,13 @@ def test_class_balanced_patches_enrich_foreground():
     assert set(np.unique(labels)) == {0, 1, 4}
 
 
-def test_patches_match_volume_content_and_stay_inside():
+def test_jittered_patches_stay_inside_the_volume():
     image, label = _volume()
     cumsum = sampling.class_row_cumsum(label, 5)
     centres, _ = sampling.balanced_centres(label, cumsum, 6, (1, 2))
     starts = sampling.jittered_starts(centres, label.shape, PATCH, (-16, 15), (4, 5)).numpy()
     assert np.all(starts >= 0)
     assert np.all(starts + PATCH <= np.array(label.shape))
-    images, labels = sampling.extract_patches(image, label, starts, PATCH)
-    for start, patch_image, patch_label in zip(starts, images.numpy(), labels.numpy(),
-                                               strict=True):
-        window = tuple(slice(s, s + p) for s, p in zip(start, PATCH, strict=True))
-        np.testing.assert_array_equal(patch_image, image[window])
-        np.testing.assert_array_equal(patch_label, label[window])
 
 
 def test_edge_voxels_without_jitter_are_inside_their_patch():
@@ -108,8 +115,7 @@ def test_edge_voxels_without_jitter_are_inside_their_patch():
     label[-1, -1, -1] = 4
     label[0, -1, 0] = 2
     image = np.zeros(label.shape, np.float32)
-    _, labels = sampling.class_balanced_patches(image, label, PATCH, jitter=(0, 0), seed=(0, 9))
-    labels = labels.numpy()
+    _, labels = _balanced(image, label, jitter=(0, 0), seed=(0, 9))
     assert labels.shape[0] == 6 + 3
     # Patches come grouped by class: the last three were centred on the corner voxels.
     for patch, value in zip(labels[6:], (2, 3, 4), strict=True):
@@ -154,10 +160,8 @@ def test_padding_smaller_volumes(shape):
     outside[window] = False
     assert np.all(padded_image.numpy()[outside] == image.min())
     assert np.all(padded_label.numpy()[outside] == 0)
-    images, labels = sampling.class_balanced_patches(image, label, PATCH, seed=(5, 5))
+    images, labels = _balanced(image, label, seed=(5, 5))
     assert images.shape[1:] == PATCH and labels.shape[0] == 7
-    images, labels = sampling.uniform_patches(image, label, PATCH, 4, seed=(5, 5))
-    assert images.shape == (4,) + PATCH
 
 
 def test_padding_with_constant():
@@ -177,16 +181,16 @@ def test_real_size_thin_slab_is_padded():
     label[12:18, 150:165, 40:55] = 3
     label[12:18, 150:165, 150:165] = 4
     image = np.random.default_rng(2).normal(size=shape).astype(np.float32)
-    images, labels = sampling.class_balanced_patches(image, label, (64, 64, 64), seed=(1, 1))
+    images, labels = _balanced(image, label, (64, 64, 64), seed=(1, 1))
     assert images.shape == (30, 64, 64, 64) and labels.shape == (30, 64, 64, 64)
-    assert set(np.unique(labels.numpy())) == {0, 1, 2, 3, 4}
+    assert set(np.unique(labels)) == {0, 1, 2, 3, 4}
 
 
 def test_same_seed_same_patches_different_seed_different():
     image, label = _volume()
-    a = sampling.class_balanced_patches(image, label, PATCH, seed=(1, 2))[0].numpy()
-    b = sampling.class_balanced_patches(image, label, PATCH, seed=(1, 2))[0].numpy()
-    c = sampling.class_balanced_patches(image, label, PATCH, seed=(1, 3))[0].numpy()
+    a = _balanced(image, label, seed=(1, 2))[0]
+    b = _balanced(image, label, seed=(1, 2))[0]
+    c = _balanced(image, label, seed=(1, 3))[0]
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -200,20 +204,22 @@ def test_uniform_starts_cover_range():
 def test_bad_arguments():
     image, label = _volume()
     with pytest.raises(ConfigurationError):
-        sampling.class_balanced_patches(image, label, (16, 16), seed=(0, 0))
+        sampling.pad_to_patch_size(image, label, (16, 16))
     with pytest.raises(ConfigurationError):
-        sampling.class_balanced_patches(image, label, PATCH, jitter=(3, -3), seed=(0, 0))
+        _balanced(image, label, jitter=(3, -3))
     with pytest.raises(ConfigurationError):
-        sampling.class_balanced_patches(image, label, PATCH, max_centres_per_class=0)
+        _balanced(image, label, max_centres_per_class=0)
 
 
 def test_runs_inside_tf_function():
     image, label = _volume()
 
+    cumsum = sampling.class_row_cumsum(label, 5)
+
     @tf.function
     def sample(seed):
-        return sampling.class_balanced_patches(image, label, PATCH, seed=seed)
+        return sampling.balanced_starts(label, cumsum, PATCH, seed=seed)
 
-    eager = sampling.class_balanced_patches(image, label, PATCH, seed=(8, 8))[1].numpy()
-    graph = sample(tf.constant([8, 8], tf.int64))[1].numpy()
+    eager = sampling.balanced_starts(label, cumsum, PATCH, seed=(8, 8)).numpy()
+    graph = sample(tf.constant([8, 8], tf.int64)).numpy()
     np.testing.assert_array_equal(eager, graph)

@@ -1,4 +1,4 @@
-"""The authors'-code variants v1_code, v2_code, v4_code (spec section 4, "code bugs").
+"""The authors'-code variants v1_code, v2_code, v4_code (docs/paper.md, section 8).
 
 In the authors' code (``dualstream_fcn_v{1,2,4}.py``) the tensor entering the shared part on the
 main path was always the CT stream's, computed on the fed batch, while the decoder's skips were

@@ -1,4 +1,4 @@
-"""FCN wiring: parameter counts (spec section 3), output shapes, validation, configuration."""
+"""FCN wiring (docs/paper.md, section 2.4): parameter counts, shapes, validation, configuration."""
 
 from __future__ import annotations
 

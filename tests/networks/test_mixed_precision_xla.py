@@ -9,10 +9,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import flags  # noqa: E402
 
-from dltk_mm.cli.train import config_from_flags, define_flags  # noqa: E402
 from dltk_mm.networks import build_multistream, make_optimizer  # noqa: E402
+from dltk_mm.training.config_flags import config_from_args  # noqa: E402
 
 TINY = {"filters": (2, 4, 4, 4, 8), "num_res_units": 1}
 
@@ -71,11 +70,8 @@ def test_jit_compile_gives_the_same_predictions_and_steps() -> None:
 
 
 def test_flags_reach_the_config() -> None:
-    values = flags.FlagValues()
-    define_flags(values)
-    values(["dltk-mm-train", "--manifest=m.csv", "--model_dir=r", "--scheme=v4",
-            "--mixed_precision", "--jit_compile", "--strategy=mirrored", "--width=0.125"])
-    config = config_from_flags(values)
+    config = config_from_args(["--manifest=m.csv", "--scheme=v4", "--mixed_precision",
+                               "--jit_compile", "--strategy=mirrored", "--width=0.125"])
     assert config.mixed_precision and config.jit_compile and config.strategy == "mirrored"
     model = config.build_model("mixed_float16")
     assert model.streams["mr"].layers[1].compute_dtype == "float16"

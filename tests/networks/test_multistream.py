@@ -107,6 +107,11 @@ def test_logs_per_modality_and_evaluation_matches_manual_loss() -> None:
     np.testing.assert_allclose(predictions["logits"], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_size_factor_is_the_stride_product_per_axis() -> None:
+    model = build_multistream("joint", **{**TINY, "strides": (1, (1, 2, 2), 2, 2, 1)})
+    assert model.size_factor == (4, 8, 8)
+
+
 def test_mixed_modality_batch_is_rejected() -> None:
     model = build_multistream("v4", **TINY)
     image, _, _ = batch(0, seed=0)

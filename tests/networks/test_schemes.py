@@ -1,4 +1,4 @@
-"""The schemes table and the sharing it produces, by object identity (spec section 4)."""
+"""The schemes table and the sharing it gives, by object identity (docs/paper.md, section 3.1)."""
 
 from __future__ import annotations
 

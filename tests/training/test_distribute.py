@@ -21,13 +21,13 @@ from dltk_mm.io.pipeline import PipelineConfig
 from dltk_mm.io.preprocessing import PreprocessingConfig
 from dltk_mm.training import NetworkConfig, TrainConfig
 from dltk_mm.training.checkpointing import checkpoint_step, latest_checkpoint
+from dltk_mm.training.data import load_training_data
 from dltk_mm.training.distribute import (
     check_global_batch,
     create_strategy,
     read_tf_config,
     worker_info,
 )
-from dltk_mm.training.trainer import load_training_data
 from tests.conftest import REPO_ROOT
 
 STEPS = 2

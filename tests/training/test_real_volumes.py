@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from dltk_mm.evaluation.evaluate import EvaluationPair, evaluate_pairs
-from dltk_mm.inference.predict import KerasPredictor, inputs_from_manifest, predict_files
-from dltk_mm.training import train
+from dltk_mm.inference.predict import inputs_from_manifest, predict_files
+from dltk_mm.inference.predictor import KerasPredictor
+from dltk_mm.training import load_trained_model, train
 from tests.conftest import tiny_train_config
 
 STEPS = 300
@@ -33,8 +34,8 @@ def test_tiny_network_learns_real_organs(real_data_dir: Path, tmp_path: Path) ->
                    model_dir)
     assert result.completed and result.step == STEPS
 
-    records = predict_files(KerasPredictor.from_model_dir(model_dir, weights="last"),
-                            inputs_from_manifest(manifest), tmp_path / "pred",
+    predictor = KerasPredictor.from_loaded(load_trained_model(model_dir, weights="last"))
+    records = predict_files(predictor, inputs_from_manifest(manifest), tmp_path / "pred",
                             patch_size=(24, 24, 24))
     assert len(records) == 2
     scores = evaluate_pairs([

@@ -11,12 +11,9 @@ import pytest
 import tensorflow as tf
 
 from dltk_mm.errors import ConfigurationError
-from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
 from dltk_mm.io.pipeline import PipelineConfig
-from dltk_mm.io.preprocessing import PreprocessingConfig
 from dltk_mm.networks.multistream import make_optimizer
 from dltk_mm.training import (
-    NetworkConfig,
     TrainConfig,
     TrainingCallback,
     load_trained_model,
@@ -24,7 +21,9 @@ from dltk_mm.training import (
     restore_checkpoint,
     train,
 )
+from dltk_mm.training import trainer as trainer_module
 from dltk_mm.training.checkpointing import checkpoint_step, model_trackable
+from tests.training.conftest import small_config
 
 STEPS = 6
 
@@ -59,38 +58,24 @@ class Recorder(TrainingCallback):
 
 
 def tiny_config(manifest: Path, cache_dir: Path, **overrides) -> TrainConfig:
-    """A tiny network on 8 mm phantoms, 16^3 patches, batch 2."""
-    values = dict(
-        manifest=str(manifest),
-        scheme="joint",
-        modalities=("mr", "ct"),
-        network=NetworkConfig(filters=(2, 4, 4, 4, 8), num_res_units=1),
-        preprocessing=PreprocessingConfig(spacing_mm=8.0),
-        cache_dir=str(cache_dir),
-        pipeline=PipelineConfig(patch_size=(16, 16, 16), batch_size=2),
-        steps=STEPS,
-        validation_interval=3,
-        checkpoint_interval=3,
-        log_interval=2,
-    )
+    """The small network, validating and checkpointing every 3 steps, recording every 2."""
+    values = dict(validation_interval=3, checkpoint_interval=3, log_interval=2)
     values.update(overrides)
-    return TrainConfig(**values)
+    return small_config(manifest, cache_dir, STEPS, **values)
 
 
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("phantoms")
-    summary = generate_phantom_dataset(root / "data", num_ct=3, num_mr=3, seed=0,
-                                       config=PhantomConfig(matrix={"ct": 48, "mr": 48}))
-    return summary.manifest_path
-
-
-@pytest.fixture(scope="module")
-def run(phantoms: Path, tmp_path_factory: pytest.TempPathFactory):
+def run(small_phantoms: Path, tmp_path_factory: pytest.TempPathFactory):
     model_dir = tmp_path_factory.mktemp("run") / "model"
-    config = tiny_config(phantoms, phantoms.parent.parent / "cache")
+    config = tiny_config(small_phantoms, small_phantoms.parent.parent / "cache")
     recorder = Recorder()
-    result = train(config, model_dir, callbacks=[recorder])
+    with pytest.MonkeyPatch.context() as patch:  # keep the validation's probability functions
+        created = recorder.stream_probabilities = []
+        original = trainer_module.StreamProbabilities
+        patch.setattr(trainer_module, "StreamProbabilities",
+                      lambda *args, **kwargs: created.append(original(*args, **kwargs))
+                      or created[-1])
+        result = train(config, model_dir, callbacks=[recorder])
     return config, model_dir, result, recorder
 
 
@@ -130,6 +115,13 @@ def test_step_logs_hold_the_modalities_trained_since_the_last_record(run) -> Non
         logs = recorder.step_logs[step]
         assert logs["loss"] == pytest.approx(logs["loss_mr"], rel=1e-6)
     assert recorder.step_logs[1]["loss_mr"] != recorder.step_logs[3]["loss_mr"]
+
+
+def test_validation_traces_each_stream_once_per_run(run) -> None:
+    _, _, _, recorder = run
+    assert len(recorder.validations) == 2 and len(recorder.stream_probabilities) == 1
+    functions = recorder.stream_probabilities[0]
+    assert [functions.function(m).experimental_get_tracing_count() for m in ("mr", "ct")] == [1, 1]
 
 
 def test_validation_dice_per_organ_and_modality(run) -> None:

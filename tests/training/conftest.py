@@ -1,0 +1,35 @@
+"""Fixtures of the training tests: phantom data and a network small enough to train in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
+from dltk_mm.io.pipeline import PipelineConfig
+from dltk_mm.io.preprocessing import PreprocessingConfig
+from dltk_mm.training import NetworkConfig, TrainConfig
+from tests.conftest import tiny_train_config
+
+
+def small_config(manifest: Path, cache_dir: Path, steps: int, scheme: str = "joint",
+                 **overrides: object) -> TrainConfig:
+    """:func:`tests.conftest.tiny_train_config` made smaller still: 8 mm phantoms, 16^3 patches,
+    batch 2, 2-8 channels; validation and checkpoint at the end unless overridden."""
+    settings: dict[str, object] = {
+        "network": NetworkConfig(filters=(2, 4, 4, 4, 8), num_res_units=1),
+        "preprocessing": PreprocessingConfig(spacing_mm=8.0),
+        "pipeline": PipelineConfig(patch_size=(16, 16, 16), batch_size=2),
+    }
+    settings.update(overrides)
+    return tiny_train_config(manifest, scheme, cache_dir, steps, **settings)
+
+
+@pytest.fixture(scope="session")
+def small_phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The manifest of 2 CT and 2 MR phantoms of 48^3 voxels (cache beside it in ``cache/``)."""
+    root = tmp_path_factory.mktemp("small_phantoms")
+    summary = generate_phantom_dataset(root / "data", num_ct=2, num_mr=2, seed=3,
+                                       config=PhantomConfig(matrix={"ct": 48, "mr": 48}))
+    return summary.manifest_path
