@@ -17,9 +17,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/dltk_mm
 COPY setup.py README.md ./
 COPY dltk_mm ./dltk_mm
-COPY experiments ./experiments
-# TensorFlow comes from the base image; pip installs the other requirements of setup.py.
-RUN pip install --no-cache-dir . && python -c "from experiments.paper.run import run"
+# The paper's flagfiles, for dltk-mm-train --flagfile=/opt/dltk_mm/experiments/paper/common.cfg
+# (the benchmark does not read them: its paper preset is TrainConfig's defaults).
+COPY experiments/paper/*.cfg ./experiments/paper/
+# TensorFlow comes from the base image; pip installs the other requirements of setup.py. The
+# check imports the benchmark's command line from the installed package, not from this folder.
+RUN pip install --no-cache-dir . \
+    && cd / && python -c "from dltk_mm.cli.benchmark import run" && which dltk-mm-benchmark
 
 VOLUME ["/data", "/results"]
 WORKDIR /results

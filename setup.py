@@ -17,8 +17,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["dltk_mm", "dltk_mm.*", "experiments", "experiments.*"]),
-    package_data={"experiments": ["paper/*.cfg", "paper/*.md"]},
+    packages=find_packages(include=["dltk_mm", "dltk_mm.*"]),
     install_requires=[
         "tensorflow==2.21.*",
         "keras>=3.10,<4",
@@ -38,7 +37,8 @@ setup(
             "dltk-mm-train=dltk_mm.cli.train:run",
             "dltk-mm-predict=dltk_mm.cli.predict:run",
             "dltk-mm-export=dltk_mm.cli.export:run",
-            "dltk-mm-benchmark=experiments.paper.run:run",
+            "dltk-mm-benchmark=dltk_mm.cli.benchmark:run",
+            "dltk-mm-manifest=dltk_mm.cli.manifest:run",
         ]
     },
     classifiers=[

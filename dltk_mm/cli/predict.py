@@ -14,11 +14,24 @@ Inputs are volume files (NIfTI, MetaImage, NRRD) or DICOM series folders, each w
 CSV (``subject_id, modality, image``; ``--modality`` then keeps only that modality's rows).
 Each volume is preprocessed as in training (without the organ crop), segmented with a sliding
 window (training patch size, 64^3 in the paper; ``--overlap`` 0.5; ``--weighting`` uniform or
-gaussian), and its argmax label map is resampled (nearest neighbour) back onto the input's grid
-and written as ``<output_dir>/<subject_id>.nii.gz`` (uint8; the name ``dltk-mm-evaluate``
-expects). ``--save_probabilities`` also writes ``<output_dir>/probabilities/<subject_id>.nii.gz``,
-a 4-D float32 NIfTI (x, y, z, class). Inputs are never overwritten; existing outputs only with
-``--overwrite``. See :mod:`dltk_mm.inference.predict`.
+gaussian; optional ``--mirror``, ``--largest_component``, ``--min_component_voxels``: the flags
+given override the model's own settings, its training run's validation settings or those recorded
+in the export, which are the paper's protocol unless the run chose otherwise), and its argmax
+label map is resampled (nearest neighbour) back onto the input's grid and written as
+``<output_dir>/<subject_id>.nii.gz`` (uint8; the name ``dltk-mm-evaluate`` expects).
+``--save_probabilities`` also writes ``<output_dir>/probabilities/<subject_id>.nii.gz``, a 4-D
+float32 NIfTI (x, y, z, class).
+
+Nothing a user gave is written over, whatever the flags: no input, and no file the manifest names
+(its images and labels, e.g. ``labels/<subject_id>.nii.gz``). Existing outputs are replaced only
+with ``--overwrite``; ``--skip_existing`` keeps them and predicts the rest (an interrupted run
+continues). Every input is read in full (truncated files, NaN/Inf voxels) before the first output
+is written. See :mod:`dltk_mm.inference.predict`.
+
+Exit status (the convention of every dltk-mm command, :mod:`dltk_mm.cli._common`): 0 done; 2 bad
+options, inputs or outputs (one line naming the file and the fix; flags, inputs and outputs are
+checked before TensorFlow is imported and before anything is written); 130 / 143 stopped by
+SIGINT / SIGTERM (``--skip_existing`` then continues).
 """
 
 from __future__ import annotations
@@ -26,23 +39,27 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from absl import app, flags
+from absl import flags
 
-from dltk_mm.cli._common import handle_errors
-from dltk_mm.errors import ConfigurationError
-from dltk_mm.export.saved_model import is_saved_model_dir
-from dltk_mm.inference.predict import (
-    WEIGHTINGS,
-    KerasPredictor,
+from dltk_mm.cli._common import handle_errors, run_command
+from dltk_mm.errors import ConfigurationError, InputDataError
+from dltk_mm.inference.config_flags import (
+    define_inference_flags,
+    inference_flag_specs,
+    inference_from_flags,
+)
+from dltk_mm.inference.inputs import (
     PredictionInput,
-    PredictionRecord,
-    SavedModelPredictor,
+    check_inputs,
     inputs_from_manifest,
     inputs_from_paths,
-    plan_outputs,
-    predict_files,
+    manifest_files,
 )
+from dltk_mm.inference.outputs import plan_outputs
+from dltk_mm.inference.segment import InferenceConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -63,19 +80,21 @@ flags.DEFINE_multi_string("subject_id", [],
                           "extension, or the DICOM folder's name).")
 flags.DEFINE_string("manifest", None, "Manifest CSV (subject_id, modality, image[, label]).")
 flags.DEFINE_string("output_dir", None, "Folder of the predictions (<subject_id>.nii.gz).")
-flags.DEFINE_bool("overwrite", False, "Replace existing predictions (inputs are never replaced).")
+flags.DEFINE_bool("overwrite", False, "Replace existing predictions (inputs and the manifest's "
+                  "files are never replaced).")
+flags.DEFINE_bool("skip_existing", False, "Keep the subjects whose predictions exist and predict "
+                  "the others (continue an interrupted run).")
 flags.DEFINE_bool("save_probabilities", False,
                   "Also write probabilities/<subject_id>.nii.gz (4-D float32 NIfTI, x, y, z, C).")
-flags.DEFINE_float("overlap", 0.5, "Sliding-window overlap fraction in [0, 1) (paper code: 0.5 "
-                   "in validation, 0.0 at test time).", lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_integer("batch_size", 4, "Windows per network call.", lower_bound=1)
-flags.DEFINE_enum("weighting", "uniform", list(WEIGHTINGS),
-                  "How overlapping windows are averaged: uniform (paper) or gaussian.")
+define_inference_flags(FLAGS)
+for _spec in inference_flag_specs():  # listed by --helpshort as this command's own flags
+    flags.declare_key_flag(_spec.name)
 flags.DEFINE_list("patch_size", None,
                   "Window size z,y,x (or one value for all axes); default: the training patch.")
 
 
-def _inputs() -> list[PredictionInput]:
+def _inputs() -> tuple[list[PredictionInput], frozenset[Path]]:
+    """The inputs and the files no output may replace (the manifest's)."""
     if FLAGS.manifest and FLAGS.input:
         raise ConfigurationError("give either --manifest or --input, not both")
     if FLAGS.manifest:
@@ -83,15 +102,19 @@ def _inputs() -> list[PredictionInput]:
             raise ConfigurationError("--subject_id goes with --input; a manifest names subjects")
         if len(FLAGS.modality) > 1:
             raise ConfigurationError("with --manifest, give at most one --modality (a filter)")
-        return inputs_from_manifest(FLAGS.manifest,
-                                    modality=FLAGS.modality[0] if FLAGS.modality else None)
+        from dltk_mm.io.manifest import load_manifest
+
+        manifest = load_manifest(FLAGS.manifest, check_grids=False)
+        inputs = inputs_from_manifest(manifest,
+                                      modality=FLAGS.modality[0] if FLAGS.modality else None)
+        return inputs, manifest_files(manifest)
     if not FLAGS.input:
         raise ConfigurationError("give the volumes to segment: --input FILE (with --modality) or "
                                  "--manifest CSV")
     if not FLAGS.modality:
         raise ConfigurationError("--input needs --modality (e.g. --modality ct), once for all "
                                  "inputs or once per input")
-    return inputs_from_paths(FLAGS.input, FLAGS.modality, FLAGS.subject_id or None)
+    return inputs_from_paths(FLAGS.input, FLAGS.modality, FLAGS.subject_id or None), frozenset()
 
 
 def _patch_size() -> tuple[int, ...] | None:
@@ -108,35 +131,35 @@ def _model_path() -> str:
     if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
         raise ConfigurationError("give exactly one model: --model_dir (a training run) or "
                                  "--saved_model (an export of dltk-mm-export)")
+    if FLAGS.saved_model and FLAGS.weights != "auto":
+        raise ConfigurationError("--weights goes with --model_dir; an export holds one set")
     return FLAGS.model_dir or FLAGS.saved_model
 
 
-@handle_errors
-def main(argv: Sequence[str]) -> int:
-    """absl entry point."""
-    del argv
-    if not FLAGS.output_dir:
-        raise ConfigurationError("give --output_dir, the folder of the predictions")
-    inputs = _inputs()
-    patch_size = _patch_size()
-    path = _model_path()
-    # Check the outputs before loading the model: a refusal should come at once.
-    plan_outputs(inputs, FLAGS.output_dir, overwrite=FLAGS.overwrite,
-                 save_probabilities=FLAGS.save_probabilities)
-    print(f"loading model {path}", flush=True)
+def _load_predictor() -> tuple[Any, InferenceConfig]:
+    """The model and its own segmentation settings (imports TensorFlow)."""
+    from dltk_mm.export import SavedModelPredictor, is_saved_model_dir
+    from dltk_mm.inference.predictor import KerasPredictor
+
     if FLAGS.saved_model:
-        if FLAGS.weights != "auto":
-            raise ConfigurationError("--weights goes with --model_dir; an export holds one set")
         predictor = SavedModelPredictor(FLAGS.saved_model)
-    else:
-        if is_saved_model_dir(FLAGS.model_dir):
-            raise ConfigurationError(f"{FLAGS.model_dir} is a SavedModel export; pass it as "
-                                     "--saved_model")
-        predictor = KerasPredictor.from_model_dir(FLAGS.model_dir, weights=FLAGS.weights)
-    print(f"model: modalities {', '.join(predictor.modalities)}, window "
-          f"{'x'.join(str(p) for p in (patch_size or predictor.patch_size))}, overlap "
-          f"{FLAGS.overlap}, {FLAGS.weighting} weighting", flush=True)
-    started = {}
+        return predictor, predictor.inference
+    model_dir = Path(FLAGS.model_dir).expanduser()
+    if not model_dir.is_dir():
+        raise InputDataError(f"{model_dir}: model_dir not found; give the training run's folder")
+    if is_saved_model_dir(model_dir):
+        raise ConfigurationError(f"{FLAGS.model_dir} is a SavedModel export; pass it as "
+                                 "--saved_model")
+    from dltk_mm.training import load_trained_model
+
+    loaded = load_trained_model(model_dir, weights=FLAGS.weights)
+    return KerasPredictor.from_loaded(loaded), loaded.config.inference
+
+
+def _callbacks() -> Any:
+    from dltk_mm.inference.predict import PredictionRecord, ProgressCallbacks
+
+    started: dict[str, float] = {}
 
     def subject_start(index: int, total: int, item: PredictionInput) -> None:
         started["time"] = time.monotonic()
@@ -151,24 +174,65 @@ def main(argv: Sequence[str]) -> int:
             print(f"    windows {done}/{total}", flush=True)
 
     def subject_done(index: int, total: int, record: PredictionRecord) -> None:
+        if record.skipped:
+            print(f"[{index}/{total}] {record.subject_id}: {record.labels} exists, skipped",
+                  flush=True)
+            return
         elapsed = time.monotonic() - started.get("time", time.monotonic())
         extra = f" and {record.probabilities}" if record.probabilities else ""
         print(f"[{index}/{total}] {record.subject_id}: wrote {record.labels}{extra} "
               f"({record.num_windows} windows, {elapsed:.1f} s)", flush=True)
 
+    return ProgressCallbacks(subject_start=subject_start, windows=windows,
+                             subject_done=subject_done)
+
+
+@handle_errors
+def main(argv: Sequence[str]) -> int:
+    """absl entry point."""
+    del argv
+    if not FLAGS.output_dir:
+        raise ConfigurationError("give --output_dir, the folder of the predictions")
+    inputs, protected = _inputs()
+    patch_size = _patch_size()
+    inference_from_flags(FLAGS, InferenceConfig())  # a bad value is refused before anything else
+    path = _model_path()
+    # Outputs and inputs are checked before the model is loaded: a refusal comes at once, and
+    # nothing is written before every input has been read.
+    planned = plan_outputs(inputs, FLAGS.output_dir, overwrite=FLAGS.overwrite,
+                           save_probabilities=FLAGS.save_probabilities,
+                           skip_existing=FLAGS.skip_existing, protected=protected)
+    pending = [plan.input for plan in planned if not plan.skip]
+    print(f"checking {len(pending)} input(s)"
+          + (f" ({len(planned) - len(pending)} already predicted, skipped)"
+             if len(pending) < len(planned) else ""), flush=True)
+    check_inputs(pending)
+    print(f"loading model {path}", flush=True)
+    predictor, model_settings = _load_predictor()
+    config = inference_from_flags(FLAGS, model_settings)
+    print(f"model: modalities {', '.join(predictor.modalities)}, window "
+          f"{'x'.join(str(p) for p in (patch_size or predictor.patch_size))}, overlap "
+          f"{config.overlap}, {config.weighting} weighting"
+          + (", mirroring" if config.mirror else "")
+          + (", largest component" if config.largest_component else "")
+          + (f", components >= {config.min_component_voxels} voxels"
+             if config.min_component_voxels else ""), flush=True)
+    from dltk_mm.inference.predict import predict_files
+
     records = predict_files(
-        predictor, inputs, FLAGS.output_dir, overwrite=FLAGS.overwrite,
-        save_probabilities=FLAGS.save_probabilities, patch_size=patch_size,
-        overlap=FLAGS.overlap, batch_size=FLAGS.batch_size, weighting=FLAGS.weighting,
-        on_subject_start=subject_start, on_windows=windows, on_subject_done=subject_done,
+        predictor, inputs, FLAGS.output_dir, config=config, overwrite=FLAGS.overwrite,
+        skip_existing=FLAGS.skip_existing, save_probabilities=FLAGS.save_probabilities,
+        patch_size=patch_size, protected=protected, check=False, callbacks=_callbacks(),
     )
-    print(f"done: {len(records)} prediction(s) in {FLAGS.output_dir}", flush=True)
+    done = sum(not record.skipped for record in records)
+    print(f"done: {done} prediction(s) in {FLAGS.output_dir}"
+          + (f" ({len(records) - done} skipped)" if done < len(records) else ""), flush=True)
     return 0
 
 
 def run() -> None:
     """Console-script entry point (``dltk-mm-predict``)."""
-    app.run(main)
+    run_command(main)
 
 
 if __name__ == "__main__":

@@ -7,60 +7,59 @@ run with the same inputs and options reads the cache.
 Example::
 
     dltk-mm-preprocess --manifest=data/manifest.csv --cache_dir=/tmp/cache --spacing_mm=2
+
+Exit status (the convention of every dltk-mm command, :mod:`dltk_mm.cli._common`): 0 done; 2 bad
+options or input data (one line naming the file and the fix, nothing written); 130 / 143 stopped
+by SIGINT / SIGTERM. The command never imports TensorFlow.
 """
 
 from __future__ import annotations
 
-from absl import app, flags
+from pathlib import Path
 
+from absl import flags
+
+from dltk_mm import flag_fields
 from dltk_mm.cli._common import (
     ProgressBar,
     format_table,
     handle_errors,
     require_flags,
-    validate_positive,
+    run_command,
 )
-from dltk_mm.io.labels import PRESETS
+from dltk_mm.io.labels import is_preset_file
 from dltk_mm.io.manifest import load_manifest
-from dltk_mm.io.preprocessing import (
-    NORMALISATIONS,
-    PreprocessingConfig,
-    default_cache_dir,
-    preprocess_manifest,
-)
+from dltk_mm.io.preprocessing import PreprocessingConfig, default_cache_dir, preprocess_manifest
 
 FLAGS = flags.FLAGS
+
+#: One flag per PreprocessingConfig field, derived from the field (default, type, help) exactly as
+#: dltk-mm-train's (dltk_mm.training.config_flags): the same names, the same defaults.
+PREPROCESSING_FLAGS = flag_fields.derive_specs(PreprocessingConfig)
 
 flags.DEFINE_string("manifest", None, "Manifest CSV (subject_id, modality, image[, label]).")
 flags.DEFINE_string("cache_dir", None, "Folder of the preprocessing cache (.npz + .json); "
                     "default: <manifest folder>/.dltk_mm_cache, the folder dltk-mm-train reads.")
-flags.DEFINE_float("spacing_mm", 2.0, "Isotropic voxel size in mm (paper: 2).")
-flags.DEFINE_enum("normalisation", "per_volume", list(NORMALISATIONS),
-                  "Z-score per volume (paper) or per axial slice (authors' code).")
-flags.DEFINE_enum("label_preset", "identity", sorted(PRESETS),
-                  "How the label files' ids map to 0 bg, 1 liver, 2 spleen, 3/4 right/left "
-                  "kidney.")
-flags.DEFINE_bool("allow_unknown_labels", False,
-                  "Map label ids unknown to the preset to background instead of failing.")
-flags.DEFINE_bool("crop_to_organs", True, "Crop to the box covering the four organs.")
-flags.DEFINE_float("crop_margin_mm", 10.0, "Margin around the organ box, mm.")
-flags.DEFINE_float("ct_clip_min", -1000.0, "CT values below this (HU) are clipped.")
+flag_fields.define_flags(FLAGS, PreprocessingConfig, PREPROCESSING_FLAGS)
+flags.adopt_module_key_flags(flag_fields)  # --help lists them with this command's own flags
 flags.DEFINE_list("modalities", None, "Allowed modalities (default: any), e.g. ct,mr.")
 flags.DEFINE_bool("require_labels", False, "Fail if a row has no label file.")
 require_flags("manifest")
-validate_positive("spacing_mm")
-validate_positive("crop_margin_mm", allow_zero=True)
+
+
+def preprocessing_config(fv: flags.FlagValues = FLAGS) -> PreprocessingConfig:
+    """The :class:`PreprocessingConfig` of the parsed flags (a preset file made absolute)."""
+    values = flag_fields.flag_values(fv, PREPROCESSING_FLAGS)
+    if is_preset_file(values["label_preset"]):
+        values["label_preset"] = str(Path(values["label_preset"]).expanduser().resolve())
+    return flag_fields.build(PreprocessingConfig, values)
 
 
 @handle_errors
 def main(argv: list[str]) -> None:
     """Validates the manifest, preprocesses every row and prints a summary table."""
     del argv
-    config = PreprocessingConfig(
-        spacing_mm=FLAGS.spacing_mm, crop_to_organs=FLAGS.crop_to_organs,
-        crop_margin_mm=FLAGS.crop_margin_mm, ct_clip_min=FLAGS.ct_clip_min,
-        normalisation=FLAGS.normalisation, label_preset=FLAGS.label_preset,
-        allow_unknown_labels=FLAGS.allow_unknown_labels)
+    config = preprocessing_config(FLAGS)
     manifest = load_manifest(FLAGS.manifest, modalities=FLAGS.modalities,
                              require_labels=FLAGS.require_labels)
     cache_dir = FLAGS.cache_dir or default_cache_dir(FLAGS.manifest)
@@ -85,8 +84,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """Console entry point."""
-    app.run(main)
+    """Console entry point (``dltk-mm-preprocess``)."""
+    run_command(main)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ carries its modality index) to its stream inside the compiled graph with ``tf.sw
 computes that stream's loss and updates only the variables that stream uses (docs/paper.md,
 sections 3.2 and 4.4):
 after a step on an MR batch, every CT-only weight and CT-only batch-norm statistic is unchanged.
+Streams that share no layer (``individual``) may be compiled with one optimizer each
+(:meth:`MultiStreamModel.compile`), so that every stream is optimised as if trained alone.
 """
 
 from __future__ import annotations
@@ -285,6 +287,7 @@ class MultiStreamModel(keras.Model):
         self.registry = registry
         self._size_factor = tuple(size_factor)
         self._build_config_json = json.dumps(dict(build_config))
+        self._stream_optimizers: dict[str, keras.optimizers.Optimizer] | None = None
         self._loss_function: LossFunction = get_loss("dice")
         self._loss_name: str | None = "dice"
         self._loss_tracker_total = keras.metrics.Mean(name="loss")
@@ -419,7 +422,8 @@ class MultiStreamModel(keras.Model):
     # Training
     def compile(
         self,
-        optimizer: keras.optimizers.Optimizer | str | None = None,
+        optimizer: keras.optimizers.Optimizer | Mapping[str, keras.optimizers.Optimizer] | str
+        | None = None,
         loss: str | LossFunction = "dice",
         metrics: Any = None,
         jit_compile: bool | str = False,
@@ -428,7 +432,12 @@ class MultiStreamModel(keras.Model):
         """Configures the routed training.
 
         Args:
-            optimizer: default :func:`make_optimizer` with the scheme's learning rate.
+            optimizer: default :func:`make_optimizer` with the scheme's learning rate. A mapping
+                modality -> optimizer (one per modality, distinct objects) gives every stream its
+                own optimizer, built on that stream's variables only, so that its iteration count
+                and moments are those of the stream trained alone; only for models whose streams
+                share no variable (``individual``). :attr:`optimizer` is then the first
+                modality's.
             loss: ``"dice"`` (default, the paper), ``"cross_entropy"``, ``"dice_cross_entropy"``
                 or a function ``(labels, logits) -> scalar``.
             metrics: not supported (the step tracks ``loss`` and ``loss_{modality}``); evaluate
@@ -443,30 +452,81 @@ class MultiStreamModel(keras.Model):
             )
         self._loss_function = get_loss(loss)
         self._loss_name = loss if isinstance(loss, str) else None
+        self._stream_optimizers = None
         if optimizer is None:
             optimizer = make_optimizer(self.scheme)
+        if isinstance(optimizer, Mapping):
+            self._stream_optimizers = self._build_stream_optimizers(optimizer)
+            optimizer = self._stream_optimizers[self.modalities[0]]
         super().compile(optimizer=optimizer, loss=None, jit_compile=jit_compile, **kwargs)
         # Build the optimizer state for all variables up front; each routed step then applies
         # the gradients of one stream's subset.
         if not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
 
+    def _build_stream_optimizers(
+        self, optimizers: Mapping[str, keras.optimizers.Optimizer]
+    ) -> dict[str, keras.optimizers.Optimizer]:
+        """Checks one optimizer per modality for streams sharing nothing and builds each."""
+        if sorted(optimizers) != sorted(self.modalities):
+            raise ConfigurationError(
+                f"one optimizer per modality is needed, for {self.modalities}; got "
+                f"{sorted(optimizers)}"
+            )
+        if len({id(o) for o in optimizers.values()}) != len(optimizers):
+            raise ConfigurationError("each stream needs an optimizer object of its own")
+        owners: dict[int, str] = {}
+        for modality in self.modalities:
+            for variable in self.stream_variables(modality):
+                if owners.setdefault(id(variable), modality) != modality:
+                    raise ConfigurationError(
+                        f"scheme {self.scheme!r}: the {owners[id(variable)]} and {modality} "
+                        f"streams share {variable.path}, so they cannot have optimizers of their "
+                        "own; give one optimizer (only 'individual' shares nothing)"
+                    )
+        built = {m: optimizers[m] for m in self.modalities}
+        for modality, stream_optimizer in built.items():
+            if not stream_optimizer.built:
+                stream_optimizer.build(self.stream_variables(modality))
+        return built
+
+    @property
+    def stream_optimizers(self) -> dict[str, keras.optimizers.Optimizer] | None:
+        """Modality -> that stream's own optimizer, or None when all share :attr:`optimizer`."""
+        return None if self._stream_optimizers is None else dict(self._stream_optimizers)
+
+    def optimizer_for(self, index: int) -> keras.optimizers.Optimizer:
+        """The optimizer that updates the stream of modality index ``index`` (a Python int)."""
+        if self._stream_optimizers is None:
+            return self.optimizer
+        return self._stream_optimizers[self.modalities[index]]
+
     def get_compile_config(self) -> dict[str, Any] | None:
-        """Optimizer and loss name, so that a saved ``.keras`` model is compiled on loading."""
+        """Optimizer(s) and loss name, so that a saved ``.keras`` model is compiled on loading."""
         if not self.compiled:
             return None
-        return {
+        config = {
             "optimizer": keras.optimizers.serialize(self.optimizer),
             "loss": self._loss_name,
             "jit_compile": bool(self.jit_compile),
         }
+        if self._stream_optimizers is not None:
+            config["stream_optimizers"] = {
+                m: keras.optimizers.serialize(o) for m, o in self._stream_optimizers.items()
+            }
+        return config
 
     def compile_from_config(self, config: Mapping[str, Any]) -> None:
         """Re-compiles from :meth:`get_compile_config` (a custom loss function is not saved)."""
         if config.get("loss") is None:
             logging.warning("the saved model used a custom loss function; compiling with 'dice'")
+        if config.get("stream_optimizers"):
+            optimizer = {m: keras.optimizers.deserialize(o)
+                         for m, o in config["stream_optimizers"].items()}
+        else:
+            optimizer = keras.optimizers.deserialize(config["optimizer"])
         self.compile(
-            optimizer=keras.optimizers.deserialize(config["optimizer"]),
+            optimizer=optimizer,
             loss=config.get("loss") or "dice",
             jit_compile=config.get("jit_compile", False),
         )
@@ -496,6 +556,9 @@ class MultiStreamModel(keras.Model):
     ) -> tf.Tensor:
         """Forward, loss and optimizer update of ONE stream (no routing, no metric update).
 
+        The update goes through :meth:`optimizer_for` ``(index)``: the model's optimizer, or the
+        stream's own one when compiled with one optimizer per modality.
+
         The building block of the routed step: :meth:`train_step` calls it inside each
         ``tf.switch_case`` branch; :class:`dltk_mm.training.distribute.DistributedRoutedStep` calls
         it in the replica function of a distribution strategy, with ``loss_weight`` = local batch
@@ -514,7 +577,7 @@ class MultiStreamModel(keras.Model):
             The weighted loss (float32 scalar), unscaled by any loss scale.
         """
         loss, gradients, variables = self.stream_gradients(index, image, label, loss_weight)
-        self.optimizer.apply(gradients, variables)
+        self.optimizer_for(index).apply(gradients, variables)
         return loss
 
     def stream_gradients(
@@ -537,7 +600,7 @@ class MultiStreamModel(keras.Model):
         with tf.GradientTape() as tape:
             logits = tf.cast(stream(image, training=True)["logits"], tf.float32)
             loss = tf.cast(self._loss_function(label, logits), tf.float32) * loss_weight
-            scaled = self.optimizer.scale_loss(loss)
+            scaled = self.optimizer_for(index).scale_loss(loss)
         gradients = tape.gradient(scaled, variables)
         return loss, gradients, variables
 

@@ -91,6 +91,11 @@ class Scheme:
         """Whether a layer of ``block`` (a batch-norm layer if ``batch_norm``) is per modality."""
         return block in self.specific_blocks or (batch_norm and self.specific_batch_norm)
 
+    @property
+    def independent_streams(self) -> bool:
+        """Whether the streams share no layer at all (``individual``): each modality's network is
+        then trained as if alone, with its own optimizer (docs/paper.md, section 4.4)."""
+        return self.specific_blocks == frozenset(BLOCK_NAMES) and self.feature_source is None
 
     def borrowed_blocks(self, modality: str) -> tuple[str, ...]:
         """Blocks whose :attr:`feature_source` copies run in ``modality``'s stream (main path).

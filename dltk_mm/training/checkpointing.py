@@ -5,8 +5,10 @@ Layout inside a model folder:
 * ``checkpoints/ckpt-<step>.{index,data-*}`` and ``checkpoints/checkpoint``: the most recent
   training states (``tf.train.Checkpoint`` of every model variable - batch-norm statistics
   included, see :func:`model_trackable` -, the Adam optimizer with its iteration counter and slot
-  variables, the step counter and, optionally, the tf.data iterator), managed by a
-  ``tf.train.CheckpointManager`` that keeps a few.
+  variables - or, for a model trained with one optimizer per stream (``individual``), every
+  stream's Adam under ``optimizer/streams/<modality>``, see :func:`optimizer_trackable` -, the step
+  counter and, optionally, the tf.data iterator), managed by a ``tf.train.CheckpointManager`` that
+  keeps a few.
 * ``best/model.{index,data-*}`` and ``best/best.json``: the weights with the best mean validation
   Dice (over organs and modalities), with their step and scores.
 """
@@ -19,7 +21,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import keras
 import tensorflow as tf
@@ -32,6 +34,9 @@ CHECKPOINT_NAME = "ckpt"
 BEST_DIR = "best"
 BEST_PREFIX = "model"
 BEST_JSON = "best.json"
+
+#: One optimizer, or one per stream (modality -> optimizer).
+Optimizers: TypeAlias = "keras.optimizers.Optimizer | Mapping[str, keras.optimizers.Optimizer]"
 
 
 def latest_checkpoint(model_dir: str | os.PathLike) -> str | None:
@@ -63,11 +68,37 @@ def model_trackable(model: keras.Model) -> tf.Module | keras.Model:
     return getattr(model, "checkpoint_state", model)
 
 
-def _trackables(model: keras.Model, optimizer: keras.optimizers.Optimizer | None,
+def optimizer_trackable(optimizer: Optimizers) -> Any:
+    """The object saved as ``optimizer`` in checkpoints.
+
+    A single optimizer is saved as it is (keys ``optimizer/...``); one optimizer per stream
+    (a mapping modality -> optimizer) as a ``tf.Module`` whose child ``streams`` holds them by
+    modality (keys ``optimizer/streams/<modality>/...``), each with its own iteration count.
+    """
+    if not isinstance(optimizer, Mapping):
+        return optimizer
+    holder = tf.Module(name="stream_optimizers")
+    holder.streams = {modality: optimizer[modality] for modality in sorted(optimizer)}
+    return holder
+
+
+def _has_stream_optimizers(prefix: str) -> bool | None:
+    """Whether a checkpoint holds one optimizer per stream (None: unreadable or no optimizer)."""
+    try:
+        keys = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError):
+        return None
+    optimizer_keys = [key for key in keys if key.startswith("optimizer/")]
+    if not optimizer_keys:
+        return None
+    return any(key.startswith("optimizer/streams/") for key in optimizer_keys)
+
+
+def _trackables(model: keras.Model, optimizer: Optimizers | None,
                 step: tf.Variable | None, iterator: Any | None) -> dict[str, Any]:
     objects: dict[str, Any] = {"model": model_trackable(model)}
     if optimizer is not None:
-        objects["optimizer"] = optimizer
+        objects["optimizer"] = optimizer_trackable(optimizer)
     if step is not None:
         objects["step"] = step
     if iterator is not None:
@@ -78,7 +109,7 @@ def _trackables(model: keras.Model, optimizer: keras.optimizers.Optimizer | None
 def restore_checkpoint(
     prefix: str,
     model: keras.Model,
-    optimizer: keras.optimizers.Optimizer | None = None,
+    optimizer: Optimizers | None = None,
     iterator: Any | None = None,
 ) -> int:
     """Restores a training checkpoint into a built model (and optimizer, iterator) in place.
@@ -90,19 +121,42 @@ def restore_checkpoint(
     Args:
         prefix: checkpoint prefix, e.g. ``model_dir/checkpoints/ckpt-500``.
         model: the model, built with the checkpoint's configuration.
-        optimizer: the optimizer to restore (iterations and Adam moments), or None.
+        optimizer: the optimizer to restore (iterations and Adam moments), a mapping modality ->
+            optimizer for a model trained with one optimizer per stream, or None.
         iterator: a ``tf.data`` iterator of the same pipeline to restore, or None.
 
     Returns:
         The training step stored in the checkpoint.
 
     Raises:
-        ConfigurationError: when the checkpoint does not match the model (another configuration).
+        ConfigurationError: when the checkpoint does not match the model (another configuration)
+            or holds one optimizer where one per stream is expected, or the reverse.
     """
+    if optimizer is not None:
+        _check_optimizer_layout(prefix, isinstance(optimizer, Mapping))
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     _read_matching(tf.train.Checkpoint(**_trackables(model, optimizer, step, iterator)), prefix,
                    f"checkpoint {prefix} does not match this model/optimizer")
     return int(step.numpy())
+
+
+def _check_optimizer_layout(prefix: str, per_stream: bool) -> None:
+    """Refuses a checkpoint whose optimizer layout (one, or one per stream) is the other one."""
+    saved = _has_stream_optimizers(prefix)
+    if saved is None or saved == per_stream:
+        return
+    if per_stream:
+        raise ConfigurationError(
+            f"checkpoint {prefix} holds one optimizer shared by all streams: it was written by "
+            "the 'individual' schedule in which the streams share one Adam and one steps budget "
+            "(before every stream had its own); resume it with --individual_shared_steps, or "
+            "start over with --restart"
+        )
+    raise ConfigurationError(
+        f"checkpoint {prefix} holds one optimizer per stream ('individual' trained as the "
+        "paper did), but this run uses a single optimizer; resume it without "
+        "--individual_shared_steps, or start over with --restart"
+    )
 
 
 def restore_weights(prefix: str, model: keras.Model) -> None:
@@ -145,7 +199,8 @@ class TrainingCheckpoint:
     Args:
         model_dir: the model folder (checkpoints go to ``model_dir/checkpoints``).
         model: the compiled model.
-        optimizer: its optimizer (built, so that its slot variables exist).
+        optimizer: its optimizer (built, so that its slot variables exist), or one per stream
+            (modality -> optimizer, see :func:`optimizer_trackable`).
         iterator: the training ``tf.data`` iterator to save with the state, or None.
         max_to_keep: number of recent checkpoints kept.
     """
@@ -154,7 +209,7 @@ class TrainingCheckpoint:
         self,
         model_dir: str | os.PathLike,
         model: keras.Model,
-        optimizer: keras.optimizers.Optimizer,
+        optimizer: Optimizers,
         iterator: Any | None = None,
         max_to_keep: int = 3,
     ) -> None:

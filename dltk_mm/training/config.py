@@ -1,11 +1,15 @@
 """The complete configuration of a training run, saved as ``<model_dir>/config.json``.
 
 :class:`TrainConfig` holds everything a run depends on - data (manifest, modalities, fold split,
-preprocessing), network, input pipeline, optimiser, loss, schedule and seeds - so that prediction
-and export need nothing but the model folder. Defaults follow Valindria et al. (WACV 2018; spec
-sections 1-6): 2 mm preprocessing, 2-fold cross-validation, batches of 16 class-balanced 64^3
-patches with noise and offset augmentation, Adam (beta1 0.9, beta2 0.999, epsilon 1e-5) with the
-scheme's learning rate, soft Dice loss, 10k steps, 50 % window overlap for validation.
+preprocessing), network, input pipeline, optimiser, loss, schedule, validation inference and
+seeds - so that prediction and export need nothing but the model folder. Its defaults are the
+paper's, held here once (docs/paper.md, sections 4-6): 2 mm preprocessing, 2-fold
+cross-validation, batches of 16 class-balanced 64^3 patches with noise and offset augmentation,
+Adam (beta1 0.9, beta2 0.999, epsilon 1e-5) with the scheme's constant learning rate, soft Dice
+loss, 10k steps, validation with 50 % window overlap. Named recipes beyond the paper
+(:mod:`dltk_mm.training.recipes`) are layered over these defaults. Every field is also a
+command-line flag, derived from the field (:mod:`dltk_mm.training.config_flags`); the
+``Attributes`` below are the flags' help.
 """
 
 from __future__ import annotations
@@ -16,16 +20,22 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from dltk_mm import flag_fields
 from dltk_mm.core.losses import get_loss
 from dltk_mm.errors import ConfigurationError
+from dltk_mm.inference.segment import InferenceConfig
 from dltk_mm.io.augmentation import AugmentationConfig
+from dltk_mm.io.files import atomic_write_text
 from dltk_mm.io.pipeline import PipelineConfig
 from dltk_mm.io.preprocessing import PreprocessingConfig
-from dltk_mm.networks.multistream import MultiStreamModel, build_multistream
 from dltk_mm.networks.schemes import default_learning_rate, get_scheme
 from dltk_mm.training.distribute import STRATEGIES
+from dltk_mm.training.recipes import PAPER, check_recipe
+
+if TYPE_CHECKING:
+    from dltk_mm.networks.multistream import MultiStreamModel
 
 #: Values accepted for :attr:`TrainConfig.strategy` (see :mod:`dltk_mm.training.distribute`).
 SUPPORTED_STRATEGIES = STRATEGIES
@@ -36,7 +46,7 @@ RESUMABLE_FIELDS = frozenset(
     {
         "steps",
         "validation_interval",
-        "validation_batch_size",
+        "inference.batch_size",
         "checkpoint_interval",
         "keep_checkpoints",
         "log_interval",
@@ -48,6 +58,20 @@ RESUMABLE_FIELDS = frozenset(
         "pipeline.prefetch",
     }
 )
+
+
+#: Values of :attr:`NetworkConfig.strided_kernel`, :attr:`~NetworkConfig.upscore_kernel` and
+#: :attr:`~NetworkConfig.upsample_border`.
+STRIDED_KERNELS = ("paper", "code")
+UPSCORE_KERNELS = ("paper", "code")
+UPSAMPLE_BORDERS = ("replicate", "zero")
+
+#: Values of :attr:`TrainConfig.lr_schedule` (see :mod:`dltk_mm.training.schedules`).
+LR_SCHEDULES = ("constant", "poly", "cosine")
+
+#: Keys of config.json files written before validation used an :class:`InferenceConfig`: old key
+#: -> field of :attr:`TrainConfig.inference`.
+_LEGACY_INFERENCE_KEYS = {"validation_overlap": "overlap", "validation_batch_size": "batch_size"}
 
 
 def _tuples(value: Any) -> Any:
@@ -122,6 +146,12 @@ class NetworkConfig:
             raise ConfigurationError(f"num_res_units must be >= 1, got {self.num_res_units}")
         if not self.width > 0:
             raise ConfigurationError(f"network width must be > 0, got {self.width}")
+        for name, allowed in (("strided_kernel", STRIDED_KERNELS),
+                              ("upscore_kernel", UPSCORE_KERNELS),
+                              ("upsample_border", UPSAMPLE_BORDERS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigurationError(
+                    f"network {name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     def size_factor(self) -> tuple[int, int, int]:
         """Product of the strides per axis (z, y, x): input sizes must be multiples of it."""
@@ -160,6 +190,26 @@ def pipeline_from_dict(data: Mapping[str, Any]) -> PipelineConfig:
     return PipelineConfig(**values)
 
 
+def _upgrade_legacy_keys(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with the keys of older config.json files moved to their current fields."""
+    data = dict(data)
+    legacy = {new: data.pop(old) for old, new in _LEGACY_INFERENCE_KEYS.items() if old in data}
+    if not legacy:
+        return data
+    if "inference" in data:
+        raise ConfigurationError(
+            f"training config: {sorted(_LEGACY_INFERENCE_KEYS)} and 'inference' are both given; "
+            "keep only 'inference'")
+    if legacy.get("batch_size") is None:
+        pipeline = data.get("pipeline") or {}
+        legacy["batch_size"] = pipeline.get("batch_size", PipelineConfig().batch_size)
+    data["inference"] = legacy
+    if data.get("scheme") == "individual" and "individual_shared_steps" not in data:
+        # Written before individual trained each stream apart: resume it as it was trained.
+        data["individual_shared_steps"] = True
+    return data
+
+
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
@@ -178,7 +228,7 @@ class TrainConfig:
     Attributes:
         manifest: manifest CSV of the training data (absolute path recommended; see
             :func:`dltk_mm.io.manifest.load_manifest`).
-        scheme: training scheme (individual, joint, v1-v4, msbn; spec section 4).
+        scheme: training scheme (individual, joint, v1-v4, msbn; docs/paper.md, section 3).
         modalities: ordered modality names; a batch's modality index is a position here. One
             modality gives a single-modality model.
         order: cycle of batch modalities (default: ``modalities``, i.e. MR, CT, MR, ... as the
@@ -194,8 +244,12 @@ class TrainConfig:
             writable, else ``<model_dir>/cache``.
         pipeline: patch size, batch size, sampling and augmentation; its ``seed`` must stay None
             (the pipeline seed is derived from :attr:`seed`).
-        learning_rate: Adam learning rate; None = the scheme's paper value (1e-3 individual and
-            joint, 1e-4 dual-stream).
+        learning_rate: Adam learning rate; None = the scheme's paper value
+            (``Scheme.learning_rate`` in :mod:`dltk_mm.networks.schemes`).
+        lr_schedule: learning rate over the run: ``"constant"`` (paper), ``"poly"`` (decays as
+            (1 - progress) ** 0.9 to 0 at the last step) or ``"cosine"`` (half a cosine to 0).
+        warmup_steps: raise the learning rate linearly over the first this many steps (0: none,
+            as in the paper); a warm-up as long as the run never reaches the full rate.
         adam_beta_1: Adam beta1 (0.9).
         adam_beta_2: Adam beta2 (0.999).
         adam_epsilon: Adam epsilon (1e-5, the authors' value).
@@ -204,8 +258,9 @@ class TrainConfig:
         seed: seed of the weight initialisation and the input pipeline.
         validation_interval: validate (sliding-window Dice on the held-out fold) every this many
             steps and at the end.
-        validation_overlap: window overlap of the validation inference (0.5, as the code).
-        validation_batch_size: windows per forward pass; None = the training batch size.
+        inference: how validation segments the held-out volumes (sliding-window overlap 0.5 as
+            the code, blending, windows per forward pass, mirroring, post-processing); see
+            InferenceConfig.
         checkpoint_interval: save a checkpoint every this many steps (and at the end, and on
             SIGINT/SIGTERM).
         keep_checkpoints: how many recent checkpoints to keep.
@@ -224,6 +279,15 @@ class TrainConfig:
             (``keras.optimizers.LossScaleOptimizer``); variables, logits, loss and batch-norm
             statistics stay float32. Measured slower on CPU (see experiments/bench/README.md);
             use it on GPUs with tensor cores.
+        ignore_other_modalities: leave out (and count in the log) the manifest rows whose
+            modality is not in ``modalities``; False refuses such rows, listing them.
+        individual_shared_steps: individual only: the pre-issue-12 schedule: both streams share one
+            Adam and one ``steps`` budget (alternating batches, so each stream gets about steps /
+            number of modalities updates). Default False: each stream gets ``steps`` updates of
+            its own modality with its own Adam (the paper; docs/paper.md, section 4).
+        recipe: the named recipe the settings were layered on (``"paper"`` or ``"plus"``, see
+            :mod:`dltk_mm.training.recipes`); recorded in config.json, the other fields hold the
+            settings used.
     """
 
     manifest: str
@@ -238,6 +302,8 @@ class TrainConfig:
     cache_dir: str | None = None
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
     learning_rate: float | None = None
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
     adam_beta_1: float = 0.9
     adam_beta_2: float = 0.999
     adam_epsilon: float = 1e-5
@@ -245,8 +311,7 @@ class TrainConfig:
     steps: int = 10000
     seed: int = 0
     validation_interval: int = 500
-    validation_overlap: float = 0.5
-    validation_batch_size: int | None = None
+    inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     checkpoint_interval: int = 500
     keep_checkpoints: int = 3
     log_interval: int = 50
@@ -255,8 +320,13 @@ class TrainConfig:
     deterministic: bool = False
     strategy: str = "default"
     mixed_precision: bool = False
+    ignore_other_modalities: bool = False
+    individual_shared_steps: bool = False
+    recipe: str = PAPER
 
     def __post_init__(self) -> None:
+        if self.manifest is None:
+            raise ConfigurationError("manifest is required: the manifest CSV of the training data")
         object.__setattr__(self, "manifest", os.fspath(self.manifest))
         object.__setattr__(self, "scheme", get_scheme(self.scheme).name)
         if isinstance(self.modalities, str):
@@ -275,6 +345,7 @@ class TrainConfig:
                     f"order {order} must be a non-empty cycle of the modalities {modalities}"
                 )
             object.__setattr__(self, "order", order)
+        self._check_individual()
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", os.fspath(self.cache_dir))
         if self.num_folds < 2:
@@ -283,8 +354,43 @@ class TrainConfig:
             raise ConfigurationError(
                 f"fold must be -1 (train on everything) or a fold number >= 0, got {self.fold}"
             )
+        self._check_parts()
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ConfigurationError(f"learning_rate must be > 0, got {self.learning_rate}")
+        get_loss(self.loss)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigurationError(f"unknown lr_schedule {self.lr_schedule!r}; use one of "
+                                     f"{list(LR_SCHEDULES)}")
+        if self.warmup_steps < 0:
+            raise ConfigurationError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        check_recipe(self.recipe)
+        if self.steps < 1:
+            raise ConfigurationError(f"steps must be >= 1, got {self.steps}")
+        for name in ("validation_interval", "checkpoint_interval", "keep_checkpoints",
+                     "log_interval"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.strategy not in SUPPORTED_STRATEGIES:
+            raise ConfigurationError(
+                f"unknown strategy {self.strategy!r}; use one of {list(SUPPORTED_STRATEGIES)}"
+            )
+
+    def _check_individual(self) -> None:
+        """What scheme individual (each stream trained once per step) needs."""
+        if self.individual_shared_steps and self.scheme != "individual":
+            raise ConfigurationError("individual_shared_steps applies only to scheme 'individual' "
+                                     f"(got scheme {self.scheme})")
+        order = self.order
+        if (self.scheme == "individual" and not self.individual_shared_steps
+                and order is not None and len(set(order)) != len(order)):
+            raise ConfigurationError(
+                f"order {order} repeats a modality: scheme individual trains every stream once "
+                "per step; give each modality once")
+
+    def _check_parts(self) -> None:
+        """The nested configurations: their types, and what must agree between them."""
         for name, kind in (("network", NetworkConfig), ("preprocessing", PreprocessingConfig),
-                           ("pipeline", PipelineConfig)):
+                           ("pipeline", PipelineConfig), ("inference", InferenceConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigurationError(f"{name} must be a {kind.__name__}")
         if self.pipeline.seed is not None:
@@ -303,27 +409,6 @@ class TrainConfig:
                 f"patch size {self.pipeline.patch_size} must be divisible by the product of the "
                 f"network's strides {factor} along each axis, e.g. 64 or 32"
             )
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise ConfigurationError(f"learning_rate must be > 0, got {self.learning_rate}")
-        get_loss(self.loss)
-        if self.steps < 1:
-            raise ConfigurationError(f"steps must be >= 1, got {self.steps}")
-        for name in ("validation_interval", "checkpoint_interval", "keep_checkpoints",
-                     "log_interval"):
-            if getattr(self, name) < 1:
-                raise ConfigurationError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.validation_batch_size is not None and self.validation_batch_size < 1:
-            raise ConfigurationError(
-                f"validation_batch_size must be >= 1, got {self.validation_batch_size}"
-            )
-        if not 0.0 <= self.validation_overlap < 1.0:
-            raise ConfigurationError(
-                f"validation_overlap must be in [0, 1), got {self.validation_overlap}"
-            )
-        if self.strategy not in SUPPORTED_STRATEGIES:
-            raise ConfigurationError(
-                f"unknown strategy {self.strategy!r}; use one of {list(SUPPORTED_STRATEGIES)}"
-            )
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -339,11 +424,6 @@ class TrainConfig:
         return self.order if self.order is not None else self.modalities
 
     @property
-    def effective_validation_batch_size(self) -> int:
-        """Windows per validation forward pass."""
-        return self.validation_batch_size or self.pipeline.batch_size
-
-    @property
     def validates(self) -> bool:
         """Whether this run holds out a fold for validation (``fold >= 0``)."""
         return self.fold >= 0
@@ -355,6 +435,8 @@ class TrainConfig:
             dtype_policy: Keras dtype policy of the layers (``"mixed_float16"`` for
                 mixed-precision training); None = float32 (the global default).
         """
+        from dltk_mm.networks.multistream import build_multistream  # TensorFlow
+
         network = self.network.to_dict()
         return build_multistream(self.scheme, modalities=self.modalities,
                                  dtype_policy=dtype_policy, **_tuples(network))
@@ -366,21 +448,46 @@ class TrainConfig:
         data["network"] = self.network.to_dict()
         data["preprocessing"] = self.preprocessing.to_dict()
         data["pipeline"] = pipeline_to_dict(self.pipeline)
+        data["inference"] = self.inference.to_dict()
         return _lists(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """The inverse of :meth:`to_dict` (unknown keys are an error)."""
+        """The inverse of :meth:`to_dict` (unknown keys are an error).
+
+        Files written before validation took an :class:`InferenceConfig` load too: their
+        ``validation_overlap`` and ``validation_batch_size`` become ``inference.overlap`` and
+        ``inference.batch_size`` (a batch size of None, "the training batch size", becomes that
+        number), and such an ``individual`` run keeps the schedule it was trained with
+        (``individual_shared_steps``).
+        """
+        data = _upgrade_legacy_keys(data)
         _check_keys(cls, data, "training config")
-        values = {k: _tuples(v) for k, v in data.items()
-                  if k not in ("network", "preprocessing", "pipeline")}
+        nested = ("network", "preprocessing", "pipeline", "inference")
+        values = {k: _tuples(v) for k, v in data.items() if k not in nested}
         if "network" in data:
             values["network"] = NetworkConfig.from_dict(data["network"])
         if "preprocessing" in data:
             values["preprocessing"] = PreprocessingConfig.from_dict(dict(data["preprocessing"]))
         if "pipeline" in data:
             values["pipeline"] = pipeline_from_dict(data["pipeline"])
+        if "inference" in data:
+            values["inference"] = InferenceConfig.from_dict(data["inference"])
         return cls(**values)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
+        """A copy with the given fields changed, validated again.
+
+        Args:
+            overrides: dotted field name -> value, e.g. ``{"network.width": 0.25,
+                "pipeline.patch_size": (32, 32, 32), "steps": 3000}``; a nested configuration
+                may also be given whole (``{"inference": InferenceConfig(mirror=True)}``).
+
+        Raises:
+            ConfigurationError: for an unknown field (naming the known ones) or an invalid
+                result.
+        """
+        return flag_fields.replace(self, overrides)
 
     def to_json(self) -> str:
         """Indented JSON text of :meth:`to_dict`."""
@@ -395,10 +502,7 @@ class TrainConfig:
         """Writes :meth:`to_json` to ``path`` atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(self.to_json() + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-        return path
+        return atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:
@@ -431,9 +535,15 @@ class TrainConfig:
         }
 
     def incompatible_differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
-        """:meth:`differences` that forbid resuming one run with the other configuration."""
+        """:meth:`differences` that forbid resuming one run with the other configuration.
+
+        ``steps`` may change unless a learning-rate schedule depends on it (``lr_schedule``
+        other than constant, in either configuration).
+        """
+        scheduled = self.lr_schedule != "constant" or other.lr_schedule != "constant"
+        resumable = RESUMABLE_FIELDS - {"steps"} if scheduled else RESUMABLE_FIELDS
         return {
             key: value
             for key, value in self.differences(other).items()
-            if key not in RESUMABLE_FIELDS
+            if key not in resumable
         }

@@ -73,6 +73,9 @@ class TrainingInfo:
         pipeline_restored: whether the input pipeline's position was restored too.
         cache_dir: the preprocessing cache.
         moved_previous: where restart=True moved an earlier run, or None.
+        batches_per_step: batches one step trains: 1, or one per modality for ``individual``
+            (every stream updated once per step with its own optimizer; see
+            :mod:`dltk_mm.training.trainer`).
     """
 
     config: TrainConfig
@@ -86,6 +89,7 @@ class TrainingInfo:
     pipeline_restored: bool
     cache_dir: Path
     moved_previous: Path | None = None
+    batches_per_step: int = 1
 
 
 @dataclasses.dataclass

@@ -3,8 +3,23 @@
 One run = one :class:`~dltk_mm.training.config.TrainConfig` in one model folder (layout and
 policies: :mod:`dltk_mm.training.model_dir`). The routed step of
 :class:`~dltk_mm.networks.MultiStreamModel` trains on the interleaved patch pipeline (one modality
-per batch, alternating MR, CT, ...), exactly ``config.steps`` optimiser steps. Every
-``validation_interval`` steps the held-out fold is segmented and scored
+per batch, alternating MR, CT, ...), exactly ``config.steps`` steps.
+
+What a *step* is depends on the scheme (docs/paper.md, section 4.4):
+
+* every scheme but ``individual``: one batch of one modality, one update of the one Adam (whose
+  iteration count is the step), so the shared weights get ``steps`` updates and each stream
+  about ``steps / len(order)``;
+* ``individual`` (the paper: "one network separately for each imaging modality", each trained for
+  the full number of steps): one batch of *every* modality, each updating its own stream with that
+  stream's own Adam. The step is the number of updates each stream has received, so
+  ``--steps=10000`` trains 10000 updates per stream (20000 batches for MR and CT); every Adam's
+  iteration count equals the step, as if its stream were trained alone. Intervals (validation,
+  checkpoints, records), the resume check, history.csv and the progress count these steps.
+  :func:`separate_streams` says which applies; ``individual_shared_steps`` restores the older
+  schedule (one Adam, batches alternating through one ``steps`` budget).
+
+Every ``validation_interval`` steps the held-out fold is segmented and scored
 (:mod:`dltk_mm.training.validation`); the best weights (mean Dice over organs and modalities) are
 kept in ``best/``. Checkpoints are written every ``checkpoint_interval`` steps, at the end, and
 when SIGINT/SIGTERM arrive; rerunning into the same folder resumes from the newest checkpoint with
@@ -34,10 +49,12 @@ import tensorflow as tf
 from absl import logging
 
 from dltk_mm.core.label_map import organ_names
+from dltk_mm.errors import ConfigurationError
 from dltk_mm.inference.segment import StreamProbabilities
 from dltk_mm.io.pipeline import interleaved_dataset
 from dltk_mm.io.seeds import derive_seed
 from dltk_mm.networks.multistream import MultiStreamModel, make_optimizer
+from dltk_mm.networks.schemes import get_scheme
 from dltk_mm.training.callbacks import (
     CallbackList,
     HistoryWriter,
@@ -47,6 +64,7 @@ from dltk_mm.training.callbacks import (
 )
 from dltk_mm.training.checkpointing import (
     CHECKPOINT_DIR,
+    Optimizers,
     TrainingCheckpoint,
     latest_checkpoint,
     read_best,
@@ -78,10 +96,35 @@ from dltk_mm.training.model_dir import (
     write_data_fingerprint,
 )
 from dltk_mm.training.results import TrainingInfo, TrainResult, ValidationResult
+from dltk_mm.training.schedules import learning_rate_schedule
 from dltk_mm.training.validation import validate
 
 #: Tag of the input pipeline's seed (see :func:`~dltk_mm.io.seeds.derive_seed`).
 PIPELINE_SEED_TAG = 1
+
+
+def separate_streams(config: TrainConfig) -> bool:
+    """Whether every stream trains alone: its own Adam, ``config.steps`` updates of its own
+    modality, one batch of each modality per step (``individual`` unless
+    ``individual_shared_steps``; module docstring)."""
+    return get_scheme(config.scheme).independent_streams and not config.individual_shared_steps
+
+
+def batches_per_step(config: TrainConfig) -> int:
+    """Batches one training step consumes: one per modality when :func:`separate_streams`, else
+    one."""
+    return len(config.effective_order) if separate_streams(config) else 1
+
+
+def _check_schedule(config: TrainConfig, strategy: tf.distribute.Strategy) -> None:
+    """Refuses what one-optimizer-per-stream training cannot do, before anything is written (an
+    order repeating a modality is refused by :class:`TrainConfig` itself)."""
+    if separate_streams(config) and is_distributed(strategy):
+        raise ConfigurationError(
+            "scheme individual trains each stream with its own optimizer, which the distributed "
+            "step does not support yet; train without a distribution strategy, or use "
+            "--individual_shared_steps (one optimizer, one shared steps budget)"
+        )
 
 
 def count_parameters(model: keras.Model) -> int:
@@ -128,16 +171,26 @@ def _prepare_data(config: TrainConfig, model_dir: Path, restart: bool, worker: W
     return moved, cache_dir, data
 
 
+def _make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """Adam with the run's learning rate or schedule (of its own iteration count, which is the
+    step for every scheme, one optimizer per stream or not)."""
+    return make_optimizer(learning_rate_schedule(config), beta_1=config.adam_beta_1,
+                          beta_2=config.adam_beta_2, epsilon=config.adam_epsilon,
+                          loss_scale=config.mixed_precision)
+
+
 def _compile_model(config: TrainConfig, strategy: tf.distribute.Strategy
-                   ) -> tuple[MultiStreamModel, keras.optimizers.Optimizer]:
+                   ) -> tuple[MultiStreamModel, Optimizers]:
+    """The model and its optimizer, or one optimizer per modality (:func:`separate_streams`)."""
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = config.build_model("mixed_float16" if config.mixed_precision else None)
-        optimizer = make_optimizer(config.effective_learning_rate, beta_1=config.adam_beta_1,
-                                   beta_2=config.adam_beta_2, epsilon=config.adam_epsilon,
-                                   loss_scale=config.mixed_precision)
+        if separate_streams(config):
+            optimizer: Optimizers = {m: _make_optimizer(config) for m in config.modalities}
+        else:
+            optimizer = _make_optimizer(config)
         model.compile(optimizer=optimizer, loss=config.loss, jit_compile=config.jit_compile)
     return model, optimizer
 
@@ -155,8 +208,7 @@ class _Start:
 
 
 def _restore(config: TrainConfig, strategy: tf.distribute.Strategy, model: MultiStreamModel,
-             optimizer: keras.optimizers.Optimizer, data: TrainingData, model_dir: Path
-             ) -> _Start:
+             optimizer: Optimizers, data: TrainingData, model_dir: Path) -> _Start:
     """Builds the input pipeline and restores the newest checkpoint, if any.
 
     The tf.data position is checkpointed with the state unless training is distributed; when it
@@ -189,7 +241,7 @@ def _restore(config: TrainConfig, strategy: tf.distribute.Strategy, model: Multi
     if resumed_from is not None:
         logging.info("resuming from step %d (checkpoint %s)", step, resumed_from)
     if resumed_from is not None and not restored:
-        shift = step % len(order)
+        shift = step * batches_per_step(config) % len(order)
         cycle = order[shift:] + order[:shift]
         iterator = iterator_for(derive_seed(config.seed, PIPELINE_SEED_TAG, step), cycle)
         if save_pipeline:
@@ -263,6 +315,8 @@ class TrainingLoop:
         self.step_fn, self.callbacks = step_fn, callbacks
         self.worker, self.stopper = worker, stopper
         self.order = tuple(config.effective_order)
+        # One batch of every modality per step when each stream trains alone, else one batch.
+        self.round = self.order if separate_streams(config) else None
         self.volumes = validation_volumes
         self.validates = any(validation_volumes.values())
         self.probabilities = (StreamProbabilities(model, jit_compile=config.jit_compile)
@@ -300,10 +354,16 @@ class TrainingLoop:
         return self.stopper.received
 
     def step(self) -> Mapping[str, Any]:
-        """One optimiser step; reports the previous step's losses (read one step late)."""
-        logs = self.step_fn(next(self.iterator))
+        """One step (one update of the shared optimizer, or of every stream's own optimizer);
+        reports the previous step's losses (read one step late)."""
+        if self.round is None:
+            logs = self.step_fn(next(self.iterator))
+            self.seen.add(self.order[self.step_count % len(self.order)])
+        else:
+            for _ in self.round:
+                logs = self.step_fn(next(self.iterator))
+            self.seen.update(self.round)
         self.step_count += 1
-        self.seen.add(self.order[(self.step_count - 1) % len(self.order)])
         if self.pending is not None:
             self.callbacks.on_step_end(self.pending[0], _step_logs(*self.pending[1:]))
         self.pending = (self.step_count, logs, frozenset(self.seen))
@@ -388,7 +448,8 @@ def train(
     locked for the whole call (a second trainer on it is refused, naming this one). Rerunning
     with the same configuration (or one that differs only in
     :data:`~dltk_mm.training.config.RESUMABLE_FIELDS`) and the same data resumes from the newest
-    checkpoint and ends after exactly ``config.steps`` optimiser steps in total. SIGINT and
+    checkpoint and ends after exactly ``config.steps`` steps in total (for ``individual``: updates
+    of every stream, each with its own Adam; module docstring). SIGINT and
     SIGTERM stop the run after the current step with a checkpoint (``result.interrupted_by`` is
     the signal number); a second signal stops at once.
 
@@ -411,12 +472,14 @@ def train(
 
     Raises:
         ConfigurationError: bad options, a model folder holding a different run, other data,
-            a run already past ``config.steps``, or a folder in use by another run.
+            a run already past ``config.steps``, a folder in use by another run, or a
+            distribution strategy for ``individual`` with one optimizer per stream.
         InputDataError: bad data.
     """
     started = time.monotonic()
     if strategy is None:
         strategy = create_strategy(config.strategy)
+    _check_schedule(config, strategy)
     worker = worker_info(strategy)
     model_dir = Path(model_dir).expanduser().resolve()
     check_model_dir(model_dir, config, restart)
@@ -443,6 +506,7 @@ def _train_in(config: TrainConfig, model_dir: Path, callbacks: Sequence[Training
         validation_subjects={m: [v.subject_id for v in vs] for m, vs in data.validation.items()},
         initial_step=start.initial_step, resumed_from=start.resumed_from,
         pipeline_restored=start.pipeline_restored, cache_dir=cache_dir, moved_previous=moved,
+        batches_per_step=batches_per_step(config),
     )
     volumes = data.validation if config.validates and worker.is_chief else {}
     if config.validates and worker.is_chief and not any(volumes.values()):
@@ -472,4 +536,5 @@ def _train_in(config: TrainConfig, model_dir: Path, callbacks: Sequence[Training
     return result
 
 
-__all__ = ["PIPELINE_SEED_TAG", "TrainingLoop", "count_parameters", "history_columns", "train"]
+__all__ = ["PIPELINE_SEED_TAG", "TrainingLoop", "batches_per_step", "count_parameters",
+           "history_columns", "separate_streams", "train"]

@@ -60,7 +60,8 @@ def test_phantoms_then_preprocess_twice_hits_cache(phantom_dir: Path, tmp_path: 
     # other options through a flag file: a new cache entry per volume
     flagfile = tmp_path / "flags.cfg"
     flagfile.write_text(f"--manifest={manifest}\n--cache_dir={cache}\n--spacing_mm=3\n"
-                        "--normalisation=per_slice\n--crop_margin_mm=6\n")
+                        "--normalisation=per_slice\n--crop_margin_mm=6\n--ct_clip_min=none\n"
+                        "--normalisation_region=organ_crop\n")
     third = _run(PREPROCESS, f"--flagfile={flagfile}")
     assert third.returncode == 0, third.stderr
     assert "3x3x3" in third.stdout and "0 cache hit(s)" in third.stdout
@@ -95,11 +96,19 @@ def test_flags_help_and_required(tmp_path: Path) -> None:
     assert "Traceback" not in helpfull.stderr
     assert "--spacing_mm" in helpfull.stdout and "--normalisation" in helpfull.stdout
     assert "--flagfile" in helpfull.stdout
+    # every PreprocessingConfig field is a flag, with the dataclass's default
+    assert "--normalisation_region" in helpfull.stdout and "--std_epsilon" in helpfull.stdout
+    assert "(default: '10.0')" in helpfull.stdout.split("--crop_margin_mm:")[1].split("--")[0]
+    # Flag errors exit 2 like bad input (absl's own status would be 1), without a traceback.
     missing = _run(PREPROCESS, f"--cache_dir={tmp_path}")
-    assert missing.returncode != 0 and "manifest" in missing.stderr
+    assert missing.returncode == 2 and "manifest" in missing.stderr
     bad_value = _run(PREPROCESS, f"--manifest={tmp_path / 'm.csv'}", f"--cache_dir={tmp_path}",
                      "--spacing_mm=0")
-    assert bad_value.returncode != 0 and "spacing_mm" in bad_value.stderr
+    assert bad_value.returncode == 2 and "spacing_mm" in bad_value.stderr
+    unknown = _run(PREPROCESS, f"--manifest={tmp_path / 'm.csv'}", "--spacing=2")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    positional = _run(PREPROCESS, f"--manifest={tmp_path / 'm.csv'}", "extra.csv")
+    assert positional.returncode == 2 and "positional" in positional.stderr
     phantoms_help = _run(PHANTOMS, "--helpfull")
     assert "--num_ct" in phantoms_help.stdout and "--[no]overwrite" in phantoms_help.stdout
 
@@ -116,3 +125,20 @@ def test_phantoms_refuses_foreign_folder(tmp_path: Path) -> None:
     assert forced.returncode == 0, forced.stderr
     assert (folder / "thesis.tex").read_text() == "do not touch"
     assert (folder / "manifest.csv").is_file()
+
+
+def test_preprocess_never_imports_tensorflow(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from dltk_mm.cli import preprocess\n"
+        "from dltk_mm.cli._common import tensorflow_imported\n"
+        "preprocess.FLAGS([sys.argv[0], f'--manifest={sys.argv[1]}'])\n"
+        "try:\n"
+        "    preprocess.main([sys.argv[0]])\n"
+        "except SystemExit as stop:\n"
+        "    print('exit', stop.code, 'tensorflow', tensorflow_imported())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "missing.csv")],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert "exit 2 tensorflow False" in result.stdout, result.stderr[-3000:]
+    assert "missing.csv" in result.stderr

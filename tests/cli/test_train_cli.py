@@ -1,8 +1,10 @@
-"""The dltk-mm-train command: flags, and a real SIGTERM + resume in subprocesses."""
+"""The dltk-mm-train command: flags, exit statuses and fast refusals, and a real SIGTERM +
+resume in subprocesses."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -15,11 +17,12 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from dltk_mm.cli.train import config_from_flags, define_flags
+from dltk_mm.cli.train import define_flags
 from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
 from dltk_mm.networks.multistream import make_optimizer
 from dltk_mm.training import load_config, restore_checkpoint
 from dltk_mm.training.checkpointing import checkpoint_step, latest_checkpoint
+from dltk_mm.training.config_flags import config_from_flags
 from tests.conftest import REPO_ROOT
 
 STEPS = 30
@@ -53,6 +56,45 @@ def test_flags_give_the_config(tmp_path: Path) -> None:
     assert defaults.pipeline.patch_size == (64, 64, 64) and defaults.modalities == ("mr", "ct")
     with pytest.raises(flags.IllegalFlagValueError):
         _parse("--manifest=m.csv", "--model_dir=r")  # --scheme is required
+    with pytest.raises(flags.IllegalFlagValueError):
+        _parse("--manifest=m.csv", "--scheme=v1")  # --model_dir is required
+    assert _parse("--manifest=m.csv", "--model_dir=r", "--scheme=v1", "--restart").restart
+
+
+_FAST_REFUSAL = (
+    "import sys\n"
+    "from dltk_mm.cli import train\n"
+    "from dltk_mm.cli._common import tensorflow_imported\n"
+    "try:\n"
+    "    train.run(['dltk-mm-train', *sys.argv[1:]])\n"
+    "except SystemExit as stop:\n"
+    "    print('exit', stop.code, 'tensorflow', tensorflow_imported())\n"
+)
+
+
+def _refusal(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _FAST_REFUSAL, *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120, env=_environment())
+
+
+def test_bad_input_is_refused_with_exit_2_before_importing_tensorflow(tmp_path: Path) -> None:
+    missing = _refusal(f"--manifest={tmp_path / 'nowhere.csv'}", f"--model_dir={tmp_path / 'r'}",
+                       "--scheme=v4")
+    assert "exit 2 tensorflow False" in missing.stdout, missing.stderr[-3000:]
+    assert "nowhere.csv" in missing.stderr and "Traceback" not in missing.stderr
+    broken = tmp_path / "broken.csv"
+    broken.write_text("subject_id,modality,image\ns1,ct,images/s1.nii.gz\n")
+    flagfile = tmp_path / "run.cfg"
+    flagfile.write_text(f"--manifest={broken}\n--scheme=v4\n")
+    bad_rows = _refusal(f"--flagfile={flagfile}", f"--model_dir={tmp_path / 'r'}")
+    assert "exit 2 tensorflow False" in bad_rows.stdout, bad_rows.stderr[-3000:]
+    assert "s1.nii.gz" in bad_rows.stderr
+    (tmp_path / "a_file").write_text("not a folder")
+    model_file = _refusal(f"--manifest={broken}", f"--model_dir={tmp_path / 'a_file'}",
+                          "--scheme=v4")
+    assert "exit 2 tensorflow False" in model_file.stdout, model_file.stderr[-3000:]
+    assert "is a file" in model_file.stderr
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +120,20 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
+def test_flag_errors_exit_2(phantoms: Path, tmp_path: Path) -> None:
+    given = [f"--manifest={phantoms}", "--scheme=v4", f"--model_dir={tmp_path / 'run'}"]
+    for args, named in ((given[:2], "--model_dir"),  # a required flag missing
+                        ([*given, "--scheme=v9"], "v9"),
+                        ([*given, "--filtres=2"], "filtres"),  # a typo
+                        ([*given, "--loss=hinge"], "dice_cross_entropy"),  # a choice's names
+                        ([*given, "extra"], "positional")):
+        result = subprocess.run([sys.executable, "-m", "dltk_mm.cli.train", *args], cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=120, env=_environment())
+        assert result.returncode == 2, (args, result.stderr[-3000:])
+        assert named in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_sigterm_saves_and_the_same_command_resumes(phantoms: Path, tmp_path: Path) -> None:
     model_dir = tmp_path / "run"
     command = _command(phantoms, model_dir)
@@ -98,6 +154,7 @@ def test_sigterm_saves_and_the_same_command_resumes(phantoms: Path, tmp_path: Pa
                 process.kill()
     first = log.read_text()
     assert status == 143, first
+    assert "data 3/3: " in first and "\r" not in first and "\x1b[" not in first  # not a terminal
     match = re.search(r"interrupted at step (\d+); rerun the same command to resume", first)
     assert match, first
     stopped = int(match.group(1))
@@ -136,3 +193,20 @@ def test_sigterm_saves_and_the_same_command_resumes(phantoms: Path, tmp_path: Pa
     assert "pipeline.batch_size: 2 (saved) != 4 (now)" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert checkpoint_step(latest_checkpoint(model_dir)) == STEPS
+
+
+def test_a_recipe_run_records_the_resolved_settings(phantoms: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "plus"
+    command = [*_command(phantoms, model_dir), "--recipe=plus", "--steps=4", "--warmup_steps=2",
+               "--validation_interval=4", "--novalidation_largest_component"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
+                            env=_environment(), timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "(2 warm-up steps, poly decay)" in result.stdout
+    assert "recipe: plus" in result.stdout and "done: step 4 of 4" in result.stdout
+    saved = json.loads((model_dir / "config.json").read_text())
+    assert saved["recipe"] == "plus" and saved["loss"] == "dice_cross_entropy"
+    assert saved["lr_schedule"] == "poly" and saved["warmup_steps"] == 2  # the flag won
+    assert saved["pipeline"]["augmentation"]["flip_axes"] == [2]
+    assert saved["inference"]["mirror"] is True and saved["inference"]["weighting"] == "gaussian"
+    assert saved["inference"]["largest_component"] is False  # the flag won

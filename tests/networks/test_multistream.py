@@ -82,6 +82,43 @@ def test_individual_streams_are_independent() -> None:
     assert all(not changed(before, v) for v in ct_only)
 
 
+def test_individual_streams_with_optimizers_of_their_own(tmp_path) -> None:
+    """One Adam per stream: an MR batch moves only MR's weights and MR's Adam (iterations, moments);
+    a CT batch then finds CT's Adam at its first step, as if CT were trained alone."""
+    keras.utils.set_random_seed(2)
+    model = build_multistream("individual", **TINY)
+    optimizers = {"mr": make_optimizer("individual"), "ct": make_optimizer("individual")}
+    model.compile(optimizer=optimizers)
+    assert model.stream_optimizers == optimizers and model.optimizer is optimizers["mr"]
+    for modality, index in (("mr", 0), ("ct", 1)):
+        assert model.optimizer_for(index) is optimizers[modality]
+        stream_ids = {id(v) for v in model.stream_variables(modality)}
+        assert {id(v) for v in optimizers[modality]._trainable_variables} == stream_ids
+    _, ct_only, _ = split(model)
+    before = snapshot(model.weights + optimizers["ct"].variables)
+    model.fit(dataset(batch(0, seed=0), batch(0, seed=1)), epochs=1, verbose=0, shuffle=False)
+    assert [int(o.iterations.numpy()) for o in optimizers.values()] == [2, 0]
+    assert all(not changed(before, v) for v in ct_only + optimizers["ct"].variables)
+    model.fit(dataset(batch(1, seed=2)), epochs=1, verbose=0, shuffle=False)
+    assert [int(o.iterations.numpy()) for o in optimizers.values()] == [2, 1]
+
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert sorted(loaded.stream_optimizers) == ["ct", "mr"]
+
+
+def test_optimizers_of_their_own_need_streams_that_share_nothing() -> None:
+    model = build_multistream("v4", **TINY)
+    with pytest.raises(ConfigurationError, match="share .*only 'individual'"):
+        model.compile(optimizer={"mr": make_optimizer("v4"), "ct": make_optimizer("v4")})
+    individual = build_multistream("individual", **TINY)
+    with pytest.raises(ConfigurationError, match="one optimizer per modality"):
+        individual.compile(optimizer={"mr": make_optimizer("individual")})
+    shared = make_optimizer("individual")
+    with pytest.raises(ConfigurationError, match="of its own"):
+        individual.compile(optimizer={"mr": shared, "ct": shared})
+
+
 def test_logs_per_modality_and_evaluation_matches_manual_loss() -> None:
     model = build_multistream("v3", **TINY)
     model.compile(loss="cross_entropy")

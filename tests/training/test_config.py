@@ -9,11 +9,12 @@ import pytest
 import tensorflow as tf
 
 from dltk_mm.errors import ConfigurationError
+from dltk_mm.inference.segment import InferenceConfig
 from dltk_mm.io.augmentation import AugmentationConfig
 from dltk_mm.io.pipeline import PipelineConfig
 from dltk_mm.io.preprocessing import PreprocessingConfig
 from dltk_mm.training.config import RESUMABLE_FIELDS, NetworkConfig, TrainConfig
-from dltk_mm.training.trainer import CONFIG_FILE, prepare_model_dir
+from dltk_mm.training.model_dir import CONFIG_FILE, prepare_model_dir
 
 
 def _config(**overrides) -> TrainConfig:
@@ -59,8 +60,57 @@ def test_defaults_are_the_papers() -> None:
     assert config.steps == 10000 and config.num_folds == 2 and config.loss == "dice"
     assert (config.adam_beta_1, config.adam_beta_2, config.adam_epsilon) == (0.9, 0.999, 1e-5)
     assert config.effective_order == ("mr", "ct")
-    assert config.validation_overlap == 0.5
+    assert config.inference == InferenceConfig() and config.inference.overlap == 0.5
+    assert not config.ignore_other_modalities
     assert _config(learning_rate=None).effective_learning_rate == 1e-4
+
+
+def test_a_config_json_of_the_previous_layout_loads(tmp_path: Path) -> None:
+    """config.json files written before ``inference`` existed held validation_overlap and
+    validation_batch_size (None: the training batch size); they load with the same meaning."""
+    config = _config(inference=InferenceConfig(overlap=0.25, batch_size=2))
+    data = config.to_dict()
+    del data["inference"], data["ignore_other_modalities"]
+    data.update(validation_overlap=0.25, validation_batch_size=None)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    assert TrainConfig.load(path) == config  # batch None -> pipeline.batch_size (2)
+    data["validation_batch_size"] = 3
+    path.write_text(json.dumps(data))
+    assert TrainConfig.load(path).inference == InferenceConfig(overlap=0.25, batch_size=3)
+    data["inference"] = {"overlap": 0.5}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigurationError, match="keep only 'inference'"):
+        TrainConfig.load(path)
+
+
+def test_inference_settings_round_trip() -> None:
+    config = _config(inference=InferenceConfig(weighting="gaussian", mirror=True,
+                                               min_component_voxels=10))
+    assert TrainConfig.from_json(config.to_json()) == config
+    assert json.loads(config.to_json())["inference"]["weighting"] == "gaussian"
+
+
+def test_with_overrides_changes_dotted_fields_and_validates() -> None:
+    config = _config()
+    changed = config.with_overrides({"network.width": 0.25, "pipeline.patch_size": (32, 32, 16),
+                                     "pipeline.augmentation.noise_sigma": 0.0, "steps": 5,
+                                     "inference.mirror": True})
+    assert changed.network.width == 0.25 and changed.network.filters == config.network.filters
+    assert changed.pipeline.patch_size == (32, 32, 16) and changed.pipeline.batch_size == 2
+    assert changed.pipeline.augmentation == AugmentationConfig(noise_sigma=0.0, flip_axes=(2,))
+    assert changed.steps == 5 and changed.inference.mirror
+    assert set(config.differences(changed)) == {
+        "network.width", "pipeline.patch_size", "pipeline.augmentation.noise_sigma", "steps",
+        "inference.mirror"}
+    assert config.steps == 20  # the original is unchanged
+    whole = config.with_overrides({"inference": InferenceConfig(overlap=0.25)})
+    assert whole.inference == InferenceConfig(overlap=0.25)
+    assert config.with_overrides({}) == config
+    with pytest.raises(ConfigurationError, match=r"unknown option\(s\) \['widht'\]"):
+        config.with_overrides({"network.widht": 2})
+    with pytest.raises(ConfigurationError, match="divisible"):
+        config.with_overrides({"pipeline.patch_size": (20, 16, 16)})
 
 
 def test_unknown_options_are_rejected() -> None:
@@ -84,13 +134,32 @@ def test_unknown_options_are_rejected() -> None:
         ({"order": ("ct", "pet")}, "order"),
         ({"loss": "hinge"}, "loss"),
         ({"fold": -2}, "fold"),
-        ({"validation_overlap": 1.0}, "overlap"),
         ({"modalities": "ct"}, "modalities"),
+        ({"lr_schedule": "step"}, "lr_schedule"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"recipe": "best"}, "recipe"),
+        ({"individual_shared_steps": True}, "applies only to scheme 'individual'"),
+        ({"scheme": "individual"}, r"repeats a modality: scheme individual"),  # order ct, mr, mr
     ],
 )
 def test_invalid_options_are_rejected(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         _config(**overrides)
+
+
+def test_individual_shared_steps_keeps_the_old_individual_schedule_reachable() -> None:
+    shared = _config(scheme="individual", individual_shared_steps=True)
+    assert shared.order == ("ct", "mr", "mr")  # the old alternating cycle is allowed again
+    assert TrainConfig.from_json(shared.to_json()) == shared
+    assert not _config().individual_shared_steps  # default: each stream its own steps and Adam
+    assert "individual_shared_steps" not in RESUMABLE_FIELDS
+    assert _config(scheme="individual", order=("ct", "mr")).order == ("ct", "mr")
+
+
+@pytest.mark.parametrize("name", ["strided_kernel", "upscore_kernel", "upsample_border"])
+def test_unknown_network_variants_are_rejected(name: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        NetworkConfig(**{name: "mirror"})
 
 
 def test_differences_name_the_fields() -> None:
@@ -102,6 +171,21 @@ def test_differences_name_the_fields() -> None:
     assert set(config.differences(other)) == {"steps", "pipeline.batch_size"}
     assert set(config.incompatible_differences(other)) == {"pipeline.batch_size"}
     assert "steps" in RESUMABLE_FIELDS
+    faster = config.with_overrides({"inference.batch_size": 9, "pipeline.prefetch": 2})
+    assert config.incompatible_differences(faster) == {}
+    mirrored = config.with_overrides({"inference.mirror": True})
+    assert set(config.incompatible_differences(mirrored)) == {"inference.mirror"}
+
+
+def test_resumable_fields_are_fields() -> None:
+    names = set(TrainConfig(manifest="m.csv", scheme="v4").differences(
+        TrainConfig(manifest="n.csv", scheme="joint", seed=1)))
+    flat = {f"{prefix}{name}" for prefix, kind in (("", TrainConfig),
+                                                   ("pipeline.", PipelineConfig),
+                                                   ("inference.", InferenceConfig))
+            for name in kind.__dataclass_fields__}
+    assert {"manifest", "scheme", "seed"} == names
+    assert flat >= RESUMABLE_FIELDS
 
 
 def _fake_checkpoint(model_dir: Path) -> None:
@@ -154,3 +238,18 @@ def test_an_untrained_folder_takes_a_new_configuration(tmp_path: Path) -> None:
     prepare_model_dir(tmp_path, _config())
     prepare_model_dir(tmp_path, _config(seed=99))  # no checkpoint yet: nothing to lose
     assert TrainConfig.load(tmp_path / CONFIG_FILE).seed == 99
+
+
+def test_an_individual_run_of_the_previous_layout_keeps_its_shared_schedule(tmp_path: Path
+                                                                             ) -> None:
+    """An individual run started before each stream had its own Adam resumes with the schedule it
+    was trained with (its checkpoint holds one shared optimizer)."""
+    data = _config(scheme="individual", learning_rate=None, order=None).to_dict()
+    for key in ("inference", "individual_shared_steps"):
+        del data[key]
+    data.update(validation_overlap=0.5, validation_batch_size=None)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    assert TrainConfig.load(path).individual_shared_steps
+    current = _config(scheme="individual", learning_rate=None, order=None)
+    assert not TrainConfig.from_json(current.to_json()).individual_shared_steps

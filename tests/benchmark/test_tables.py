@@ -8,14 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.paper import tables
-from experiments.paper.paper_results import (
-    ORGANS,
+from dltk_mm.benchmark import tables
+from dltk_mm.benchmark.paper_results import (
+    ORGAN_TITLES,
     PAPER_DICE,
     PAPER_OVERALL,
     PAPER_SCHEMES,
     paper_dice,
 )
+from dltk_mm.core.label_map import NUM_CLASSES, organ_names
+
+ORGANS = organ_names(NUM_CLASSES)
 
 
 def synthetic_results() -> pd.DataFrame:
@@ -33,6 +36,20 @@ def synthetic_results() -> pd.DataFrame:
                                      "organ": organ, "dice": dice, "hd95_mm": 2.0 + o,
                                      "assd_mm": 0.5 if s else math.inf})
     return pd.DataFrame(rows)
+
+
+def test_paper_tables_name_the_organs_of_the_label_map() -> None:
+    for modality in ("mr", "ct"):
+        assert tuple(PAPER_DICE[modality]) == ORGANS
+    assert tuple(ORGAN_TITLES) == ORGANS
+
+
+def test_run_results_are_the_evaluation_columns_of_one_run() -> None:
+    from dltk_mm.evaluation import RESULT_COLUMNS
+
+    assert tables.RUN_RESULT_COLUMNS[:3] == ("scheme", "fold", "seed")
+    assert set(tables.RUN_RESULT_COLUMNS[3:]) < set(RESULT_COLUMNS)
+    assert {"dice", "hd95_mm", "assd_mm", "subject_id", "organ"} <= set(tables.RUN_RESULT_COLUMNS)
 
 
 def test_paper_table3_is_the_mean_of_tables_1_and_2() -> None:

@@ -1,5 +1,6 @@
 """The Dockerfile (cannot be built here): pinned base image, installs the package, runs the
-benchmark with the paper preset on /data, writing to /results."""
+benchmark with the paper preset on /data, writing to /results; setup.py installs dltk_mm only, with
+a console script for every command."""
 
 from __future__ import annotations
 
@@ -55,8 +56,10 @@ def test_image_installs_the_package_and_runs_the_paper_benchmark() -> None:
     instructions = dockerfile_instructions()
     runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
     assert "pip install" in runs and " ." in runs
+    assert "from experiments" not in runs  # experiments/ is not an installed package
+    assert "from dltk_mm.cli.benchmark import run" in runs
     copied = " ".join(rest for keyword, rest in instructions if keyword == "COPY")
-    for needed in ("setup.py", "dltk_mm", "experiments"):
+    for needed in ("setup.py", "dltk_mm"):
         assert needed in copied
     entrypoint = json.loads(next(rest for keyword, rest in instructions
                                  if keyword == "ENTRYPOINT"))
@@ -69,13 +72,27 @@ def test_image_installs_the_package_and_runs_the_paper_benchmark() -> None:
     assert "/data" in " ".join(rest for keyword, rest in instructions if keyword == "VOLUME")
 
 
-def test_the_command_is_a_console_script_that_exists() -> None:
-    scripts = setup_keyword("entry_points")["console_scripts"]
-    target = next(s.split("=", 1)[1] for s in scripts if s.startswith("dltk-mm-benchmark="))
-    module, _, function = target.partition(":")
-    assert callable(getattr(importlib.import_module(module), function))
-    package_data = setup_keyword("package_data")
-    assert "paper/*.cfg" in package_data["experiments"]
+def test_every_console_script_exists_and_benchmark_is_the_library_command() -> None:
+    scripts = dict(s.split("=", 1) for s in setup_keyword("entry_points")["console_scripts"])
+    assert scripts["dltk-mm-benchmark"] == "dltk_mm.cli.benchmark:run"
+    assert scripts["dltk-mm-manifest"] == "dltk_mm.cli.manifest:run"
+    for name, target in scripts.items():  # read, not imported: some commands define flags then
+        module, _, function = target.partition(":")
+        assert module.startswith("dltk_mm.cli."), name
+        tree = ast.parse((REPO_ROOT / f"{module.replace('.', '/')}.py").read_text())
+        assert function in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, name
+    assert callable(importlib.import_module("dltk_mm.cli.benchmark").run)
+
+
+def test_setup_installs_no_top_level_experiments_package() -> None:
+    from setuptools import find_packages
+
+    packages = next(k for k in setup_call().keywords if k.arg == "packages").value
+    include = ast.literal_eval(next(k for k in packages.keywords if k.arg == "include").value)
+    found = find_packages(where=str(REPO_ROOT), include=include)
+    assert "dltk_mm" in found and "dltk_mm.benchmark" in found
+    assert {name.split(".")[0] for name in found} == {"dltk_mm"}
+    assert "package_data" not in {k.arg for k in setup_call().keywords}
 
 
 def test_dockerignore_keeps_results_and_git_out() -> None:

@@ -6,8 +6,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from experiments.paper import figures
-from tests.experiments.test_tables import synthetic_results
+from dltk_mm.benchmark import figures
+from tests.benchmark.test_tables import synthetic_results
 
 
 def phantom_volume() -> tuple[np.ndarray, np.ndarray]:
@@ -44,6 +44,7 @@ def test_blend_uses_the_paper_colours() -> None:
 def test_boxplot_figure_is_written(tmp_path) -> None:
     path = figures.boxplot_figure(synthetic_results(), "ct", tmp_path / "box.png")
     assert path.is_file() and path.stat().st_size > 20_000
+    assert [p.name for p in tmp_path.iterdir()] == ["box.png"]  # no temporary file left
     pixels = matplotlib.image.imread(path)
     height, width = pixels.shape[:2]
     assert width >= 1200 and height >= 400  # readable without zooming

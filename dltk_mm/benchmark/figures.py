@@ -24,13 +24,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from experiments.paper.paper_results import (  # noqa: E402
-    ORGAN_TITLES,
-    ORGANS,
-    SCHEME_TITLES,
-    paper_dice,
-)
-from experiments.paper.tables import MODALITY_TITLES, check_results, scheme_order  # noqa: E402
+from dltk_mm.benchmark.paper_results import ORGAN_TITLES, SCHEME_TITLES, paper_dice  # noqa: E402
+from dltk_mm.benchmark.tables import MODALITY_TITLES, check_results, scheme_order  # noqa: E402
+from dltk_mm.core.label_map import NUM_CLASSES, organ_names  # noqa: E402
+from dltk_mm.io.files import atomic_write  # noqa: E402
 
 #: The paper's label colours (RGB 0-1) for labels 1..4.
 LABEL_COLOURS: dict[int, tuple[float, float, float]] = {
@@ -50,11 +47,12 @@ SCHEME_COLOURS: dict[str, str] = {
 def _save(figure: plt.Figure, path: str | os.PathLike, dpi: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(temporary, dpi=dpi, bbox_inches="tight", facecolor="white")
-    plt.close(figure)
-    os.replace(temporary, path)
-    return path
+    image_format = path.suffix.lstrip(".") or "png"
+    try:
+        return atomic_write(path, lambda target: figure.savefig(
+            target, format=image_format, dpi=dpi, bbox_inches="tight", facecolor="white"))
+    finally:
+        plt.close(figure)
 
 
 def boxplot_figure(results: pd.DataFrame, modality: str, path: str | os.PathLike,
@@ -62,7 +60,7 @@ def boxplot_figure(results: pd.DataFrame, modality: str, path: str | os.PathLike
     """Box plots of the Dice per organ (one panel each) and scheme for one modality.
 
     Args:
-        results: per-run results (see :data:`experiments.paper.tables.RESULT_COLUMNS`).
+        results: per-run results (see :data:`dltk_mm.benchmark.tables.RUN_RESULT_COLUMNS`).
         modality: ``"mr"`` or ``"ct"``.
         path: the PNG to write.
         title: figure title (default: names the modality).
@@ -74,9 +72,10 @@ def boxplot_figure(results: pd.DataFrame, modality: str, path: str | os.PathLike
     frame = check_results(results)
     frame = frame[frame["modality"] == modality]
     schemes = scheme_order(frame["scheme"].unique())
-    figure, axes = plt.subplots(1, len(ORGANS), figsize=(3.4 * len(ORGANS), 4.4), sharey=True)
+    organs = organ_names(NUM_CLASSES)
+    figure, axes = plt.subplots(1, len(organs), figsize=(3.4 * len(organs), 4.4), sharey=True)
     positions = np.arange(1, len(schemes) + 1)
-    for axis, organ in zip(np.atleast_1d(axes), ORGANS, strict=True):
+    for axis, organ in zip(np.atleast_1d(axes), organs, strict=True):
         data = []
         for scheme in schemes:
             values = frame[(frame["organ"] == organ) & (frame["scheme"] == scheme)]["dice"]
@@ -185,7 +184,8 @@ def overlay_figure(image: np.ndarray, truth: np.ndarray, predictions: Mapping[st
             value = scores.get(schemes[index - 1], math.nan)
             if math.isfinite(value):
                 axis.set_xlabel(f"Dice {value:.3f}", fontsize=12)
-    handles = [Patch(facecolor=colour, edgecolor="black", label=ORGAN_TITLES[ORGANS[value - 1]])
+    organs = organ_names(NUM_CLASSES)
+    handles = [Patch(facecolor=colour, edgecolor="black", label=ORGAN_TITLES[organs[value - 1]])
                for value, colour in LABEL_COLOURS.items()]
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=12,
                   frameon=False, bbox_to_anchor=(0.5, -0.02))

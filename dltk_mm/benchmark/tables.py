@@ -2,7 +2,7 @@
 
 Input: the per-subject, per-organ results of every run (one row per run, held-out subject and
 organ: ``scheme, fold, seed, subject_id, modality, organ, dice, hd95_mm, assd_mm``), as written by
-:mod:`experiments.paper.run` into ``runs/<scheme>/fold<k>/seed<s>/evaluation.csv``.
+:mod:`dltk_mm.benchmark.execute` into ``runs/<scheme>/fold<k>/seed<s>/evaluation.csv``.
 
 * Table 1 (MR) and Table 2 (CT): per organ and scheme, the mean and standard deviation of the Dice
   over all test subjects of all folds and repetitions (the paper's averaging), the paper's value
@@ -25,18 +25,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.paper.paper_results import (
+from dltk_mm.benchmark.paper_results import (
     ORGAN_TITLES,
-    ORGANS,
     SCHEME_TITLES,
     TABLE_NUMBER,
     paper_dice,
     paper_overall,
 )
+from dltk_mm.core.label_map import NUM_CLASSES, organ_names
+from dltk_mm.evaluation import RESULT_COLUMNS
+from dltk_mm.io.files import atomic_write, atomic_write_text
 
-#: Columns of the per-run result files.
-RESULT_COLUMNS: tuple[str, ...] = (
-    "scheme", "fold", "seed", "subject_id", "modality", "organ", "dice", "hd95_mm", "assd_mm",
+#: What identifies a run in the per-run results: its scheme, held-out fold and seed.
+RUN_KEYS: tuple[str, ...] = ("scheme", "fold", "seed")
+
+#: Columns of the per-run result files: the run, then the per-subject evaluation columns of
+#: :data:`dltk_mm.evaluation.RESULT_COLUMNS` without its file names (the prediction lives in the
+#: run folder).
+RUN_RESULT_COLUMNS: tuple[str, ...] = (
+    *RUN_KEYS, *(c for c in RESULT_COLUMNS if c not in ("prediction", "label")),
 )
 
 #: Name of the row holding the mean over organs in Tables 1 and 2.
@@ -74,9 +81,10 @@ def check_results(results: pd.DataFrame) -> pd.DataFrame:
     Raises:
         ValueError: naming the missing columns.
     """
-    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
+    missing = [c for c in RUN_RESULT_COLUMNS if c not in results.columns]
     if missing:
-        raise ValueError(f"results lack the column(s) {missing}; expected {list(RESULT_COLUMNS)}")
+        raise ValueError(
+            f"results lack the column(s) {missing}; expected {list(RUN_RESULT_COLUMNS)}")
     frame = results.copy()
     for column in ("scheme", "modality", "organ", "subject_id"):
         frame[column] = frame[column].astype(str)
@@ -89,7 +97,7 @@ def organ_table(results: pd.DataFrame, modality: str) -> pd.DataFrame:
     """Table 1 (``modality="mr"``) or Table 2 (``"ct"``) in long form.
 
     Args:
-        results: per-run results (see :data:`RESULT_COLUMNS`).
+        results: per-run results (see :data:`RUN_RESULT_COLUMNS`).
         modality: ``"mr"`` or ``"ct"`` (other modalities get a table without paper numbers).
 
     Returns:
@@ -101,7 +109,7 @@ def organ_table(results: pd.DataFrame, modality: str) -> pd.DataFrame:
     frame = frame[frame["modality"] == modality]
     rows = []
     schemes = scheme_order(frame["scheme"].unique())
-    for organ in ORGANS:
+    for organ in organ_names(NUM_CLASSES):
         for scheme in schemes:
             values = frame[(frame["organ"] == organ) & (frame["scheme"] == scheme)]["dice"]
             mean, std, n = _mean_std(values)
@@ -143,7 +151,7 @@ def overall_table(results: pd.DataFrame) -> pd.DataFrame:
         cell_means = []
         for modality in ("mr", "ct"):
             means = []
-            for organ in ORGANS:
+            for organ in organ_names(NUM_CLASSES):
                 mean, _, n = _mean_std(own[(own["modality"] == modality)
                                            & (own["organ"] == organ)]["dice"])
                 if n:
@@ -173,7 +181,7 @@ def surface_table(results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     schemes = scheme_order(frame["scheme"].unique())
     for modality in sorted(frame["modality"].unique(), key=lambda m: (m != "mr", m)):
-        for organ in ORGANS:
+        for organ in organ_names(NUM_CLASSES):
             for scheme in schemes:
                 cell = frame[(frame["modality"] == modality) & (frame["organ"] == organ)
                              & (frame["scheme"] == scheme)]
@@ -221,7 +229,7 @@ def organ_table_markdown(table: pd.DataFrame, modality: str) -> str:
     name = MODALITY_TITLES.get(modality, modality.upper())
     heading = f"Table {number} ({name})" if number else f"Table ({name})"
     schemes = scheme_order(table["scheme"].unique())
-    organs = [*ORGANS, MEAN_ROW]
+    organs = [*organ_names(NUM_CLASSES), MEAN_ROW]
 
     def cell(organ: str, scheme: str) -> pd.Series:
         return table[(table["organ"] == organ) & (table["scheme"] == scheme)].iloc[0]
@@ -323,20 +331,10 @@ def write_tables(results: pd.DataFrame, out_dir: str | os.PathLike,
     surface = surface_table(frame)
     written["table_surface"] = _write_csv(surface, out_dir / "table_surface.csv")
     sections.append(surface_table_markdown(surface))
-    markdown = out_dir / "tables.md"
-    _atomic_text(markdown, "\n".join(sections))
-    written["tables.md"] = markdown
+    written["tables.md"] = atomic_write_text(out_dir / "tables.md", "\n".join(sections))
     return written
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> Path:
-    temporary = path.with_name(f".{path.name}.tmp")
-    table.to_csv(temporary, index=False, float_format="%.6g")
-    os.replace(temporary, path)
-    return path
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    return atomic_write(path, lambda target: table.to_csv(target, index=False,
+                                                          float_format="%.6g"))

@@ -1,4 +1,5 @@
-"""The numbers the paper reports (Valindria et al., WACV 2018, Tables 1-3), as data.
+"""The numbers the paper reports (Valindria et al., WACV 2018, Tables 1-3; docs/paper.md,
+section 7), as data.
 
 Tables 1 (MR) and 2 (CT) give the mean Dice per organ and scheme over all test subjects of the
 2-fold cross-validation and its three repetitions. Table 3 gives, per scheme, the mean Dice over
@@ -11,10 +12,7 @@ from __future__ import annotations
 
 import math
 
-#: Organs in the paper's table order (label values 1..4; "right" is the patient's right).
-ORGANS: tuple[str, ...] = ("liver", "spleen", "right_kidney", "left_kidney")
-
-#: Display names of the organs.
+#: Display names of the organs of :data:`dltk_mm.core.label_map.LABEL_NAMES`.
 ORGAN_TITLES: dict[str, str] = {
     "liver": "Liver",
     "spleen": "Spleen",

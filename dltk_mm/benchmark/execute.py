@@ -1,0 +1,198 @@
+"""Executing the plan: train each run (or resume it), evaluate it, mark it finished.
+
+A run is finished when ``<model_dir>/DONE.json`` exists; it is written atomically after the run's
+``evaluation.csv``, so a run killed at any moment is either finished or redone (resumed from its
+newest checkpoint, or only evaluated again when its training had ended). A finished run whose
+saved configuration differs from the plan's is refused, never overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from dltk_mm.benchmark.evaluate import evaluate_run
+from dltk_mm.benchmark.plan import BenchmarkSettings, RunSpec
+from dltk_mm.errors import ConfigurationError
+from dltk_mm.io.files import atomic_write, atomic_write_text
+from dltk_mm.training import load_config, train
+
+#: The completion marker of a run.
+DONE_FILE = "DONE.json"
+#: A run's per-subject, per-organ results.
+EVALUATION_FILE = "evaluation.csv"
+#: States of a run (:func:`run_state`): to train or resume; trained and finished but to evaluate
+#: again; finished.
+NEW, TRAINED, FINISHED = "new", "trained", "finished"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """What happened to one run in this call.
+
+    Attributes:
+        spec: the run.
+        status: ``"skipped"`` (already finished), ``"done"`` (trained and evaluated now),
+            ``"evaluated"`` (trained earlier, evaluated again now) or ``"interrupted"``.
+        initial_step: the step training started from in this call (-1 if skipped).
+        elapsed_s: wall time spent on it in this call.
+        mean_dice: mean Dice over its held-out subjects and organs (NaN if not evaluated).
+        interrupted_by: the signal that stopped its training, or None.
+    """
+
+    spec: RunSpec
+    status: str
+    initial_step: int = -1
+    elapsed_s: float = 0.0
+    mean_dice: float = math.nan
+    interrupted_by: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunEvent:
+    """Progress of :func:`execute_runs`, for a command line to report.
+
+    Attributes:
+        index: 1-based position of the run in the plan.
+        total: runs in the plan.
+        spec: the run.
+        outcome: None when the run starts, else how it ended.
+        remaining: unfinished runs after this one.
+        eta_s: estimated time for them (from the runs trained in this call), or None.
+    """
+
+    index: int
+    total: int
+    spec: RunSpec
+    outcome: RunOutcome | None = None
+    remaining: int = 0
+    eta_s: float | None = None
+
+
+ProgressFn = Callable[[RunEvent], None]
+
+
+def run_state(spec: RunSpec, settings: BenchmarkSettings) -> str:
+    """Where a run stands: :data:`NEW`, :data:`TRAINED` or :data:`FINISHED`.
+
+    ``FINISHED``: ``DONE.json`` exists and records the evaluation the settings ask for.
+    ``TRAINED``: finished, but evaluated otherwise (other inference options or weights): only
+    the evaluation is redone. ``NEW``: to train, or to resume (also a finished run asked for more
+    steps).
+
+    Raises:
+        ConfigurationError: a finished run whose saved configuration differs from ``spec``'s in
+            more than the schedule options (the cache folder aside), or that trained more steps
+            than asked.
+    """
+    marker = spec.model_dir / DONE_FILE
+    if not marker.is_file():
+        return NEW
+    saved = load_config(spec.model_dir)
+    different = saved.incompatible_differences(spec.config)
+    different.pop("cache_dir", None)
+    if saved.steps > spec.config.steps:
+        different["steps"] = (saved.steps, spec.config.steps)
+    if different:
+        shown = "; ".join(f"{k}: {a!r} (saved) != {b!r} (now)" for k, (a, b) in different.items())
+        raise ConfigurationError(
+            f"{spec.model_dir} holds a finished run with other settings ({shown}); use another "
+            "--results_dir for other settings, or move that run folder away to redo it"
+        )
+    if saved.steps < spec.config.steps:
+        return NEW
+    done = json.loads(marker.read_text(encoding="utf-8"))
+    evaluated = (done.get("inference", spec.inference.to_dict()), done.get("weights"))
+    if evaluated != (spec.inference.to_dict(), settings.weights):
+        logging.info("%s: finished, evaluated with other options %s: evaluating again",
+                     spec.name, evaluated)
+        return TRAINED
+    return FINISHED
+
+
+def check_finished(spec: RunSpec, settings: BenchmarkSettings) -> bool:
+    """Whether the run is :data:`FINISHED` (see :func:`run_state`, which raises)."""
+    return run_state(spec, settings) == FINISHED
+
+
+def _mark_done(spec: RunSpec, settings: BenchmarkSettings, mean_dice: float, subjects: int,
+               elapsed_s: float) -> None:
+    done = {"scheme": spec.scheme, "fold": spec.fold, "seed": spec.seed,
+            "steps": spec.config.steps, "weights": settings.weights,
+            "inference": spec.inference.to_dict(), "subjects": subjects, "mean_dice": mean_dice,
+            "elapsed_s_this_call": elapsed_s,
+            "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+    atomic_write_text(spec.model_dir / DONE_FILE, json.dumps(done, indent=1))
+
+
+def run_one(spec: RunSpec, settings: BenchmarkSettings, callbacks: Sequence[Any] = ()
+            ) -> RunOutcome:
+    """Trains (or resumes) and evaluates one run; writes ``evaluation.csv`` then ``DONE.json``.
+
+    Args:
+        spec: the run.
+        settings: the benchmark's settings (evaluation options).
+        callbacks: :class:`dltk_mm.training.TrainingCallback` objects for its training.
+
+    Returns:
+        The :class:`RunOutcome` (``"skipped"`` for a finished run; a run to evaluate again is
+        not trained, its ``initial_step`` is its last step).
+    """
+    started = time.monotonic()
+    state = run_state(spec, settings)
+    if state == FINISHED:
+        return RunOutcome(spec, "skipped")
+    initial_step = spec.config.steps
+    if state == NEW:
+        result = train(spec.config, spec.model_dir, callbacks=list(callbacks))
+        if result.interrupted_by is not None:
+            return RunOutcome(spec, "interrupted", initial_step=result.initial_step,
+                              elapsed_s=time.monotonic() - started,
+                              interrupted_by=int(result.interrupted_by))
+        initial_step = result.initial_step
+    frame = evaluate_run(spec, settings)
+    atomic_write(spec.model_dir / EVALUATION_FILE, lambda p: frame.to_csv(p, index=False))
+    mean = float(np.nanmean(frame["dice"])) if len(frame) else math.nan
+    subjects = int(frame["subject_id"].nunique()) if len(frame) else 0
+    elapsed = time.monotonic() - started
+    _mark_done(spec, settings, mean, subjects, elapsed)
+    return RunOutcome(spec, "done" if state == NEW else "evaluated", initial_step=initial_step,
+                      elapsed_s=elapsed, mean_dice=mean)
+
+
+def execute_runs(runs: Sequence[RunSpec], settings: BenchmarkSettings,
+                 callbacks: Sequence[Any] = (), progress: ProgressFn | None = None
+                 ) -> tuple[list[RunOutcome], int | None]:
+    """Runs the plan in order until it is done, interrupted or ``settings.max_runs`` trained.
+
+    Returns:
+        The outcome of every run visited and the signal that interrupted the benchmark (None).
+    """
+    outcomes: list[RunOutcome] = []
+    trained, trained_time = 0, 0.0
+    for index, spec in enumerate(runs, start=1):
+        if settings.max_runs is not None and trained >= settings.max_runs:
+            logging.info("stopping after %d trained runs (max_runs)", trained)
+            break
+        if progress is not None and not check_finished(spec, settings):
+            progress(RunEvent(index, len(runs), spec))
+        outcome = run_one(spec, settings, callbacks)
+        outcomes.append(outcome)
+        remaining = sum(1 for r in runs[index:] if not check_finished(r, settings))
+        if outcome.status == "done":
+            trained += 1
+            trained_time += outcome.elapsed_s
+        eta = trained_time / trained * remaining if trained else None
+        if progress is not None:
+            progress(RunEvent(index, len(runs), spec, outcome, remaining, eta))
+        if outcome.status == "interrupted":
+            return outcomes, outcome.interrupted_by
+    return outcomes, None
