@@ -1,13 +1,21 @@
 """Export of a trained multi-stream model as a TensorFlow SavedModel (``dltk-mm-export``).
 
-The SavedModel (``tf.saved_model.save`` of a ``tf.Module`` that tracks the network's variables)
-holds one serving signature per modality, named ``serve_<modality>`` (``serve_ct``, ``serve_mr``,
-...). Each takes ``images``, a 5-D float32 tensor ``(batch, z, y, x, 1)`` of *preprocessed*
-patches (canonical LPS, isotropic, z-scored: see :mod:`dltk_mm.io.preprocessing`; spatial sizes
-divisible by the network's stride product, 8 for the paper's FCN), and returns
-``{"probabilities": (batch, z, y, x, C)}`` (softmax of that modality's stream, batch norm in
-inference mode; Valindria et al., WACV 2018, section 3). There is no ``serving_default``: call
-the modality's signature by name.
+The SavedModel is written by ``keras.export.ExportArchive``, so every SavedModel consumer runs
+it: ``tf.saved_model.load`` in Python, and the session-based loaders of TensorFlow's own
+``saved_model_cli run`` and of TF Serving, which must find each variable in the graph. Per
+modality it holds two serving signatures:
+
+* ``serve_<modality>`` (``serve_ct``, ``serve_mr``, ...; ``serving_default`` is the first
+  modality's, TF Serving's default): ``images``, a 5-D float32 tensor ``(batch, z, y, x, 1)`` of
+  *preprocessed* patches (canonical LPS, isotropic, z-scored: see :mod:`dltk_mm.io.preprocessing`;
+  spatial sizes divisible by the network's stride product, 8 for the paper's FCN) ->
+  ``{"probabilities": (batch, z, y, x, C)}``: the softmax of that modality's stream, batch norm
+  in inference mode (docs/paper.md, section 3.2), computed by the segmentation path's own
+  :class:`~dltk_mm.inference.segment.StreamProbabilities`;
+* ``segment_<modality>``: a whole volume of raw intensities with its spacing, origin and
+  direction -> ``{"labels": uint8 (z, y, x)}`` on the same grid, preprocessing, sliding window,
+  mirroring, argmax, post-processing and the way back all in TensorFlow ops
+  (:mod:`dltk_mm.export.whole_volume`).
 
 Layout of an export directory::
 
@@ -15,20 +23,13 @@ Layout of an export directory::
         saved_model.pb, fingerprint.pb, variables/     TensorFlow SavedModel
         assets/dltk_mm_export.json                      what a predictor needs besides the graph
 
-``assets/dltk_mm_export.json`` holds ``format`` (``"dltk_mm.saved_model"``), ``format_version``,
-``dltk_mm_version``, ``modalities`` (the model's ordered tuple), ``signatures`` (modality ->
-signature name), ``num_classes``, ``patch_size`` (z, y, x) and ``size_factor`` (the stride product
-per axis), ``preprocessing`` (:class:`~dltk_mm.io.preprocessing.PreprocessingConfig` as a dict: the
-exact settings used in training), ``scheme`` and ``build_config`` (the
-:func:`~dltk_mm.networks.build_multistream` arguments), and any ``extra`` information given.
-
-Reloading with ``tf.saved_model.load(export_dir)`` in any process (no dltk_mm needed) gives the same
-probabilities as the Keras streams; ``dltk-mm-predict --saved_model`` accepts the directory.
+(see :mod:`dltk_mm.export.metadata`). Before the export is moved into place it is reloaded with
+both kinds of loader and every patch signature is checked against the Keras streams; where it
+may be written and what ``overwrite`` may replace is :mod:`dltk_mm.export.destination`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -43,197 +44,96 @@ import tensorflow as tf
 from absl import logging
 
 import dltk_mm
-from dltk_mm.errors import ConfigurationError, InputDataError
+from dltk_mm.errors import ConfigurationError
+from dltk_mm.export.destination import check_export_destination
+from dltk_mm.export.metadata import (
+    ExportMetadata,
+    is_saved_model_dir,
+    metadata_path,
+    read_export_metadata,
+    segment_signature_name,
+    signature_name,
+    size_factor_of,
+    triple,
+)
+from dltk_mm.export.whole_volume import segment_endpoint, segment_input_signature
+from dltk_mm.inference.segment import InferenceConfig, StreamProbabilities
 from dltk_mm.io.preprocessing import PreprocessingConfig
+from dltk_mm.training.loading import load_trained_model
 
-EXPORT_METADATA_FILE = "dltk_mm_export.json"
-EXPORT_FORMAT = "dltk_mm.saved_model"
-EXPORT_FORMAT_VERSION = 1
+__all__ = [  # is_saved_model_dir, read_export_metadata: for callers of the earlier module
+    "VERIFY_TOLERANCE",
+    "build_archive",
+    "export_model_dir",
+    "export_saved_model",
+    "is_saved_model_dir",
+    "read_export_metadata",
+    "verify_export",
+]
 
-
-def signature_name(modality: str) -> str:
-    """The serving signature of ``modality`` (``"serve_ct"`` for ``"ct"``)."""
-    return f"serve_{modality}"
-
-
-def metadata_path(export_dir: str | os.PathLike) -> Path:
-    """The dltk_mm metadata file of an export: ``<export_dir>/assets/dltk_mm_export.json``."""
-    return Path(export_dir) / "assets" / EXPORT_METADATA_FILE
-
-
-def is_saved_model_dir(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a directory holding a TensorFlow SavedModel (``saved_model.pb``)."""
-    path = Path(path)
-    return path.is_dir() and (
-        (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()
-    )
+#: Largest difference of probabilities allowed between the export and the Keras streams.
+VERIFY_TOLERANCE = 1e-5
 
 
-@dataclasses.dataclass(frozen=True)
-class ExportMetadata:
-    """What a predictor needs besides the SavedModel graph (``assets/dltk_mm_export.json``).
-
-    Attributes:
-        modalities: the model's ordered modalities.
-        num_classes: number of classes (background included).
-        patch_size: training patch size ``(z, y, x)``, the default sliding window.
-        size_factor: product of the network's strides per axis; window sizes must be multiples.
-        preprocessing: the preprocessing used in training.
-        scheme: the training scheme (``"individual"``, ``"v4"``, ...).
-        build_config: the :func:`~dltk_mm.networks.build_multistream` arguments.
-        dltk_mm_version: the dltk_mm version that wrote the export.
-        signatures: modality -> serving signature name.
-        extra: free-form additional information (e.g. the training run's model_dir).
-    """
-
-    modalities: tuple[str, ...]
-    num_classes: int
-    patch_size: tuple[int, int, int]
-    size_factor: tuple[int, int, int]
-    preprocessing: PreprocessingConfig
-    scheme: str
-    build_config: dict[str, Any]
-    dltk_mm_version: str
-    signatures: dict[str, str]
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-serialisable content of ``dltk_mm_export.json``."""
-        return {
-            "format": EXPORT_FORMAT,
-            "format_version": EXPORT_FORMAT_VERSION,
-            "dltk_mm_version": self.dltk_mm_version,
-            "modalities": list(self.modalities),
-            "signatures": dict(self.signatures),
-            "num_classes": self.num_classes,
-            "patch_size": list(self.patch_size),
-            "size_factor": list(self.size_factor),
-            "preprocessing": self.preprocessing.to_dict(),
-            "scheme": self.scheme,
-            "build_config": self.build_config,
-            "extra": self.extra,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> ExportMetadata:
-        """Parses ``dltk_mm_export.json`` content; ``source`` names the file in errors."""
-        if data.get("format") != EXPORT_FORMAT:
-            raise InputDataError(
-                f"{source}: not a dltk_mm export description (format {data.get('format')!r}, "
-                f"expected {EXPORT_FORMAT!r}); re-export the model with dltk-mm-export"
-            )
-        if int(data.get("format_version", -1)) > EXPORT_FORMAT_VERSION:
-            raise InputDataError(
-                f"{source}: export format version {data.get('format_version')} is newer than this "
-                f"dltk_mm understands ({EXPORT_FORMAT_VERSION}); upgrade dltk_mm"
-            )
-        try:
-            modalities = tuple(str(m) for m in data["modalities"])
-            return cls(
-                modalities=modalities,
-                num_classes=int(data["num_classes"]),
-                patch_size=_triple(data["patch_size"]),
-                size_factor=_triple(data["size_factor"]),
-                preprocessing=PreprocessingConfig.from_dict(dict(data["preprocessing"])),
-                scheme=str(data.get("scheme", "")),
-                build_config=dict(data.get("build_config", {})),
-                dltk_mm_version=str(data.get("dltk_mm_version", "unknown")),
-                signatures={str(k): str(v) for k, v in dict(data["signatures"]).items()},
-                extra=dict(data.get("extra", {})),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise InputDataError(
-                f"{source}: incomplete or invalid dltk_mm export description ({error!r}); "
-                "re-export the model with dltk-mm-export"
-            ) from error
-
-
-def _triple(values: int | Sequence[int]) -> tuple[int, int, int]:
-    if isinstance(values, (int, np.integer)):
-        return (int(values),) * 3
-    triple = tuple(int(v) for v in values)
-    if len(triple) != 3:
-        raise ValueError(f"expected 3 sizes (z, y, x), got {values!r}")
-    return triple
-
-
-def size_factor_of(build_config: Mapping[str, Any]) -> tuple[int, int, int]:
-    """Product of the network's strides per axis (z, y, x) from its build config."""
-    strides = build_config.get("strides", (1, 2, 2, 2, 1))
-    factor = [1, 1, 1]
-    for stride in strides:
-        triple = _triple(stride)
-        for axis in range(3):
-            factor[axis] *= triple[axis]
-    return tuple(factor)
-
-
-def read_export_metadata(export_dir: str | os.PathLike) -> ExportMetadata:
-    """Reads ``<export_dir>/assets/dltk_mm_export.json``.
-
-    Raises:
-        InputDataError: if ``export_dir`` is not a SavedModel, or has no (valid) dltk_mm metadata.
-    """
-    export_dir = Path(export_dir)
-    if not export_dir.exists():
-        raise InputDataError(f"{export_dir}: SavedModel directory not found; check the path")
-    if not is_saved_model_dir(export_dir):
-        raise InputDataError(
-            f"{export_dir}: is not a TensorFlow SavedModel (no saved_model.pb); give the folder "
-            "written by dltk-mm-export"
-        )
-    path = metadata_path(export_dir)
-    if not path.is_file():
-        raise InputDataError(
-            f"{export_dir}: SavedModel without dltk_mm metadata ({path} is missing), so its "
-            "preprocessing and modalities are unknown; export the model with dltk-mm-export"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputDataError(
-            f"{path}: cannot be read as JSON ({error}); re-export the model with dltk-mm-export"
-        ) from error
-    if not isinstance(data, dict):
-        raise InputDataError(f"{path}: expected a JSON object; re-export with dltk-mm-export")
-    return ExportMetadata.from_dict(data, source=str(path))
-
-
-def _serving_function(stream: keras.Model) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
-    # A closure (not a default argument: tf.saved_model cannot encode those) per stream.
+def _patch_endpoint(probabilities: Callable[[tf.Tensor], tf.Tensor]
+                    ) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    # A closure (not a default argument: a SavedModel cannot encode those) per stream.
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"probabilities": stream(images, training=False)["probabilities"]}
+        return {"probabilities": probabilities(images)}
 
     return serve
 
 
-def _serving_module(model: Any) -> tuple[tf.Module, dict[str, Any]]:
-    """A ``tf.Module`` tracking the model's variables, and one concrete function per modality.
+def build_archive(model: Any, metadata: ExportMetadata) -> keras.export.ExportArchive:
+    """An ``ExportArchive`` of ``model``: per stream a ``serve_<modality>`` (patches) and a
+    ``segment_<modality>`` (whole volume, :mod:`dltk_mm.export.whole_volume`) endpoint.
 
-    Only the variables are tracked (not the Keras layers), which keeps the saved object graph
-    small and the export about 2.5 times faster than ``keras.export.ExportArchive`` (that traces
-    every endpoint three times); the signatures capture the variables, so the SavedModel is
-    self-contained.
+    Args:
+        model: a :class:`~dltk_mm.networks.MultiStreamModel`.
+        metadata: the export's description (preprocessing, patch size, inference settings).
     """
-    module = tf.Module(name="dltk_mm_serving")
-    module.model_variables = list(model.variables)
+    streams = StreamProbabilities(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
     spec = tf.TensorSpec([None, None, None, None, 1], tf.float32, name="images")
-    signatures = {
-        signature_name(m): tf.function(_serving_function(model.streams[m]),
-                                       input_signature=[spec]).get_concrete_function()
-        for m in model.modalities
-    }
-    return module, signatures
+    for modality in model.modalities:
+        archive.add_endpoint(signature_name(modality),
+                             _patch_endpoint(streams.function(modality)),
+                             input_signature=[spec])
+    for modality in model.modalities:
+        segment = segment_endpoint(streams.function(modality), modality, metadata.preprocessing,
+                                   metadata.patch_size, metadata.inference,
+                                   metadata.num_classes)
+        archive.add_endpoint(segment_signature_name(modality), segment,
+                             input_signature=segment_input_signature())
+    return archive
 
 
-def _check_destination(export_dir: Path, overwrite: bool) -> None:
-    if export_dir.exists() and not export_dir.is_dir():
-        raise ConfigurationError(f"{export_dir}: exists and is not a folder; choose another path")
-    if export_dir.exists() and any(export_dir.iterdir()) and not overwrite:
+def _metadata(model: Any, preprocessing: PreprocessingConfig, patch_size: int | Sequence[int],
+              inference: InferenceConfig, extra: Mapping[str, Any] | None) -> ExportMetadata:
+    build_config = dict(model.build_config)
+    factor = size_factor_of(build_config)
+    patch = triple(patch_size)
+    if any(p < 1 or p % f for p, f in zip(patch, factor, strict=True)):
         raise ConfigurationError(
-            f"{export_dir}: already exists and is not empty; pass overwrite=True (--overwrite) to "
-            "replace it or choose another folder"
+            f"patch_size {patch} must be positive multiples of the network's stride product "
+            f"{factor} (z, y, x)"
         )
+    modalities = tuple(model.modalities)
+    return ExportMetadata(
+        modalities=modalities,
+        num_classes=int(model.num_classes),
+        patch_size=patch,
+        size_factor=factor,
+        preprocessing=preprocessing,
+        scheme=str(getattr(model, "scheme", build_config.get("scheme", ""))),
+        build_config=build_config,
+        dltk_mm_version=dltk_mm.__version__,
+        signatures={m: signature_name(m) for m in modalities},
+        segment_signatures={m: segment_signature_name(m) for m in modalities},
+        inference=inference,
+        extra=dict(extra or {}),
+    )
 
 
 def export_saved_model(
@@ -241,6 +141,7 @@ def export_saved_model(
     export_dir: str | os.PathLike,
     preprocessing: PreprocessingConfig,
     patch_size: int | Sequence[int] = (64, 64, 64),
+    inference: InferenceConfig | None = None,
     overwrite: bool = False,
     verify: bool = True,
     extra: Mapping[str, Any] | None = None,
@@ -253,60 +154,39 @@ def export_saved_model(
     Args:
         model: a :class:`~dltk_mm.networks.MultiStreamModel` (``.streams``, ``.modalities``,
             ``.num_classes``, ``.build_config``).
-        export_dir: destination folder.
+        export_dir: destination folder (see :func:`check_export_destination`).
         preprocessing: the preprocessing used in training (stored in the metadata).
         patch_size: the training patch size ``(z, y, x)`` (default sliding window at prediction).
-        overwrite: replace an existing non-empty ``export_dir``.
-        verify: reload the written SavedModel and check that every signature reproduces the Keras
-            stream's probabilities on a random patch (max abs difference 1e-5).
+        inference: the segmentation settings to record as the export's defaults (default: the
+            paper's protocol).
+        overwrite: replace an existing dltk_mm export at ``export_dir`` (nothing else).
+        verify: reload the written SavedModel with ``tf.saved_model.load`` and with the
+            session-based loader of ``saved_model_cli`` / TF Serving, and check that every
+            signature reproduces the Keras stream's probabilities on a random patch.
         extra: JSON-serialisable information stored under ``"extra"`` in the metadata.
 
     Returns:
         The export directory.
 
     Raises:
-        ConfigurationError: ``export_dir`` exists (without ``overwrite``) or is a file, a bad
-            patch size, or a failed verification.
+        ConfigurationError: a refused ``export_dir``, a bad patch size, or a failed verification.
     """
-    export_dir = Path(export_dir).expanduser()
-    _check_destination(export_dir, overwrite)
-    build_config = dict(model.build_config)
-    modalities = tuple(model.modalities)
-    factor = size_factor_of(build_config)
-    patch = _triple(patch_size)
-    if any(p < 1 or p % f for p, f in zip(patch, factor, strict=True)):
-        raise ConfigurationError(
-            f"patch_size {patch} must be positive multiples of the network's stride product "
-            f"{factor} (z, y, x)"
-        )
-    metadata = ExportMetadata(
-        modalities=modalities,
-        num_classes=int(model.num_classes),
-        patch_size=patch,
-        size_factor=factor,
-        preprocessing=preprocessing,
-        scheme=str(getattr(model, "scheme", build_config.get("scheme", ""))),
-        build_config=build_config,
-        dltk_mm_version=dltk_mm.__version__,
-        signatures={m: signature_name(m) for m in modalities},
-        extra=dict(extra or {}),
-    )
+    export_dir = check_export_destination(export_dir, overwrite)
+    metadata = _metadata(model, preprocessing, patch_size, inference or InferenceConfig(), extra)
     text = json.dumps(metadata.to_dict(), indent=1, sort_keys=True)
-
-    module, signatures = _serving_module(model)
+    archive = build_archive(model, metadata)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", suffix=".tmp",
                                     dir=export_dir.parent))
     try:
         target = staging / "saved_model"
-        tf.saved_model.save(module, str(target), signatures=signatures)
+        archive.write_out(str(target), verbose=False)
         (target / "assets").mkdir(exist_ok=True)
         metadata_path(target).write_text(text, encoding="utf-8")
         if verify:
-            _verify_export(model, target, patch)
+            verify_export(model, target, metadata.patch_size)
         if export_dir.exists():
-            retired = staging / "previous"
-            os.replace(export_dir, retired)
+            os.replace(export_dir, staging / "previous")
         os.replace(target, export_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -315,19 +195,58 @@ def export_saved_model(
     return export_dir
 
 
-def _verify_export(model: Any, export_dir: Path, patch: tuple[int, int, int],
-                   tolerance: float = 1e-5) -> None:
-    loaded = tf.saved_model.load(str(export_dir))
+def _session_probabilities(export_dir: Path, names: Sequence[str], probe: np.ndarray
+                           ) -> dict[str, np.ndarray]:
+    """Runs signatures as ``saved_model_cli run`` and TF Serving do: a TF1 session loader."""
+    outputs = {}
+    tf_logger = tf.get_logger()
+    level = tf_logger.level
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        tf_logger.setLevel("ERROR")  # the TF1 loader's deprecation notice, not for the user
+        try:
+            meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"],
+                                                              str(export_dir))
+        finally:
+            tf_logger.setLevel(level)
+        for name in names:
+            signature = meta_graph.signature_def[name]
+            outputs[name] = session.run(signature.outputs["probabilities"].name,
+                                        feed_dict={signature.inputs["images"].name: probe})
+    return outputs
+
+
+def verify_export(model: Any, export_dir: str | os.PathLike, patch: Sequence[int],
+                  tolerance: float = VERIFY_TOLERANCE) -> None:
+    """Checks every patch signature of ``export_dir`` against ``model``'s Keras streams.
+
+    Both loaders are checked: ``tf.saved_model.load`` and the session-based one of
+    ``saved_model_cli run`` / TF Serving.
+
+    Raises:
+        ConfigurationError: a signature differs by more than ``tolerance`` or does not run.
+    """
+    export_dir = Path(export_dir)
     probe = np.random.default_rng(0).standard_normal((1, *patch, 1)).astype(np.float32)
-    for modality in model.modalities:
-        expected = model.streams[modality](probe, training=False)["probabilities"]
-        got = loaded.signatures[signature_name(modality)](images=tf.constant(probe))
-        difference = float(np.max(np.abs(np.asarray(got["probabilities"]) - np.asarray(expected))))
-        if not difference <= tolerance:
-            raise ConfigurationError(
-                f"exported signature {signature_name(modality)} differs from the Keras stream "
-                f"by {difference:.3g} (> {tolerance}); the export is not faithful"
-            )
+    names = [signature_name(m) for m in model.modalities]
+    loaded = tf.saved_model.load(str(export_dir))
+    try:
+        session = _session_probabilities(export_dir, names, probe)
+    except (tf.errors.OpError, KeyError) as error:
+        raise ConfigurationError(
+            f"the export does not run under TensorFlow's session-based loader (saved_model_cli, "
+            f"TF Serving): {error}"
+        ) from error
+    for modality, name in zip(model.modalities, names, strict=True):
+        expected = np.asarray(model.streams[modality](probe, training=False)["probabilities"])
+        results = {"tf.saved_model.load": loaded.signatures[name](images=tf.constant(probe)),
+                   "session loader": {"probabilities": session[name]}}
+        for loader, got in results.items():
+            difference = float(np.max(np.abs(np.asarray(got["probabilities"]) - expected)))
+            if not difference <= tolerance:
+                raise ConfigurationError(
+                    f"exported signature {name} ({loader}) differs from the Keras stream by "
+                    f"{difference:.3g} (> {tolerance}); the export is not faithful"
+                )
 
 
 def export_model_dir(
@@ -336,6 +255,7 @@ def export_model_dir(
     overwrite: bool = False,
     verify: bool = True,
     weights: str = "auto",
+    inference: InferenceConfig | None = None,
 ) -> Path:
     """Exports a trained model directory (written by dltk_mm training) as a SavedModel.
 
@@ -343,29 +263,26 @@ def export_model_dir(
 
     Args:
         model_dir: the training run's folder.
-        export_dir: destination folder; must not be ``model_dir`` nor contain it.
-        overwrite: replace an existing non-empty ``export_dir``.
+        export_dir: destination folder; not inside any model folder (see
+            :func:`check_export_destination`).
+        overwrite: replace an existing dltk_mm export at ``export_dir``.
         verify: see :func:`export_saved_model`.
         weights: ``"best"``, ``"last"`` or ``"auto"`` (best if the run validated, else last);
-            see :func:`dltk_mm.training.model_dir.load_trained_model`.
+            see :func:`dltk_mm.training.loading.load_trained_model`.
+        inference: the segmentation defaults to record (default: the run's validation settings,
+            ``TrainConfig.inference``).
 
     Returns:
         The export directory.
     """
-    # Imported here: the inference module imports this one.
-    from dltk_mm.inference.predict import load_model_dir
-
-    model_dir = Path(model_dir).expanduser()
-    export_path = Path(export_dir).expanduser()
-    resolved_model, resolved_export = model_dir.resolve(), export_path.resolve()
-    if resolved_export == resolved_model or resolved_export in resolved_model.parents:
-        raise ConfigurationError(
-            f"{export_path}: would replace the model_dir {model_dir} it exports; choose a folder "
-            "outside it (e.g. <model_dir>/export)"
-        )
-    model, preprocessing, patch_size = load_model_dir(model_dir, weights=weights)
+    export_dir = check_export_destination(export_dir, overwrite)
+    loaded = load_trained_model(Path(model_dir).expanduser(), weights=weights)
+    logging.info("loaded %s weights of %s (step %s)", loaded.weights, model_dir, loaded.step)
+    config = loaded.config
     return export_saved_model(
-        model, export_path, preprocessing=preprocessing, patch_size=patch_size,
+        loaded.model, export_dir, preprocessing=config.preprocessing,
+        patch_size=config.pipeline.patch_size, inference=inference or config.inference,
         overwrite=overwrite, verify=verify,
-        extra={"model_dir": str(resolved_model), "weights": weights},
+        extra={"model_dir": str(Path(model_dir).expanduser().resolve()),
+               "weights": loaded.weights, "step": loaded.step},
     )

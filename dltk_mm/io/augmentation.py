@@ -1,6 +1,6 @@
 """Intensity and geometric augmentation of training patches, in stateless TensorFlow ops.
 
-docs/paper.md, section 4.2 (flips: section 9).
+docs/paper.md, section 4.2 (flips, gamma, contrast, brightness, scaling and rotation: section 9).
 
 Valindria et al. (WACV 2018) augment with additive Gaussian noise (sigma 0.1 per voxel) and a
 random intensity offset (sigma 0.1). Their code drew one offset per volume read, shared by all
@@ -8,6 +8,12 @@ patches cut from it; :mod:`dltk_mm.io.pipeline` does the same by seeding the off
 seed. The paper uses no flips. Flips are offered here, off by default; a left-right flip (the last
 array axis, x, in the canonical ``(z, y, x)`` LPS layout) always swaps the right and left kidney
 labels (3 and 4): the swap is part of :func:`flip` itself, so it cannot be forgotten.
+
+Beyond the paper, also off by default: per-patch random gamma, contrast and brightness
+(:func:`random_gamma`, :func:`random_contrast`, :func:`random_brightness`; the label is never
+touched) and random scaling and rotation about the patch centre
+(:mod:`dltk_mm.io.spatial_augmentation`; image trilinear, label nearest neighbour). Elastic
+deformation is not offered.
 
 Spatial axes are numbered ``0, 1, 2`` = ``(z, y, x)`` and always refer to the LAST three array
 axes, so the same functions work on a patch ``(z, y, x)`` and on a stack ``(n, z, y, x)``.
@@ -21,7 +27,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from dltk_mm.errors import ConfigurationError
-from dltk_mm.io.seeds import SeedLike, as_seed
+from dltk_mm.io.seeds import SeedLike, as_seed, fold_in_seed
 
 #: Spatial axis of left-right (x) in ``(z, y, x)``.
 LEFT_RIGHT_AXIS = 2
@@ -29,7 +35,9 @@ LEFT_RIGHT_AXIS = 2
 
 @dataclasses.dataclass(frozen=True)
 class AugmentationConfig:
-    """Training-time augmentation (paper defaults: noise and offset on, flips off).
+    """Training-time augmentation (defaults: the paper's noise and offset only).
+
+    Every probability is per patch; 0 (the default) disables that augmentation.
 
     Attributes:
         noise_sigma: Standard deviation of the per-voxel additive Gaussian noise (paper: 0.1);
@@ -41,12 +49,36 @@ class AugmentationConfig:
             the labels in ``swap_lr_labels``.
         swap_lr_labels: The (right, left) label pair exchanged by a left-right flip: (3, 4), the
             right and left kidney.
+        gamma_probability: Chance of a random gamma applied to the patch rescaled to [0, 1].
+        gamma_range: Range (low, high) of the gamma exponent, drawn uniformly.
+        contrast_probability: Chance of scaling the patch's intensities about its mean.
+        contrast_range: Range (low, high) of the contrast factor, drawn uniformly.
+        brightness_probability: Chance of multiplying the patch's intensities by a factor.
+        brightness_range: Range (low, high) of the brightness factor, drawn uniformly.
+        scale_probability: Chance of zooming the patch about its centre (image linear, label
+            nearest).
+        scale_range: Range (low, high) of the zoom factor (above 1 magnifies), drawn uniformly.
+        rotation_probability: Chance of rotating the patch about its centre (image linear, label
+            nearest).
+        rotation_degrees: Largest rotation about the z axis (in the axial plane), in degrees.
+        tilt_degrees: Largest rotation about each of the y and x axes (a tilt), in degrees.
     """
 
     noise_sigma: float = 0.1
     offset_sigma: float = 0.1
     flip_axes: tuple[int, ...] = ()
     swap_lr_labels: tuple[int, int] = (3, 4)
+    gamma_probability: float = 0.0
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    contrast_probability: float = 0.0
+    contrast_range: tuple[float, float] = (0.75, 1.25)
+    brightness_probability: float = 0.0
+    brightness_range: tuple[float, float] = (0.75, 1.25)
+    scale_probability: float = 0.0
+    scale_range: tuple[float, float] = (0.85, 1.25)
+    rotation_probability: float = 0.0
+    rotation_degrees: float = 15.0
+    tilt_degrees: float = 5.0
 
     def __post_init__(self) -> None:
         if self.noise_sigma < 0 or self.offset_sigma < 0:
@@ -62,6 +94,35 @@ class AugmentationConfig:
             )
         object.__setattr__(self, "flip_axes", axes)
         _check_swap_pair(self.swap_lr_labels)
+        for name in _PROBABILITIES:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigurationError(f"{name} must lie in [0, 1], got {value}")
+        for name in _RANGES:
+            object.__setattr__(self, name, _check_range(name, getattr(self, name)))
+        for name in ("rotation_degrees", "tilt_degrees"):
+            if not 0.0 <= getattr(self, name) <= 180.0:
+                raise ConfigurationError(f"{name} must lie in [0, 180], got {getattr(self, name)}")
+
+    @property
+    def spatial(self) -> bool:
+        """Whether scaling or rotation is on (the pipeline then resamples every patch)."""
+        return self.scale_probability > 0 or self.rotation_probability > 0
+
+
+_PROBABILITIES = ("gamma_probability", "contrast_probability", "brightness_probability",
+                  "scale_probability", "rotation_probability")
+_RANGES = ("gamma_range", "contrast_range", "brightness_range", "scale_range")
+
+
+def _check_range(name: str, value: Sequence[float]) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError) as error:
+        raise ConfigurationError(f"{name} must be two numbers (low, high), got {value}") from error
+    if not 0.0 < low <= high:
+        raise ConfigurationError(f"{name} must be (low, high) with 0 < low <= high, got {value}")
+    return low, high
 
 
 def _check_swap_pair(pair: Sequence[int]) -> tuple[int, int]:
@@ -191,3 +252,87 @@ def random_flip(
             lambda im=image, lb=label: (im, lb),
         )
     return image, label
+
+
+def _draw(probability: float, value_range: Sequence[float], seed: SeedLike
+          ) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(apply, value)``: a coin of chance ``probability`` and a uniform value in the range."""
+    draws = tf.random.stateless_uniform([2], as_seed(seed))
+    low, high = float(value_range[0]), float(value_range[1])
+    return draws[0] < probability, low + (high - low) * draws[1]
+
+
+def random_gamma(image: tf.Tensor, probability: float, gamma_range: Sequence[float],
+                 seed: SeedLike) -> tf.Tensor:
+    """With chance ``probability``: ``lo + (hi - lo) * ((image - lo) / (hi - lo)) ** gamma``.
+
+    ``lo`` and ``hi`` are the tensor's minimum and maximum (kept), ``gamma`` uniform in
+    ``gamma_range``; a constant tensor is left unchanged.
+
+    Args:
+        image: float tensor (one patch).
+        probability: Chance of applying it; 0 returns ``image`` itself.
+        gamma_range: ``(low, high)`` exponents.
+        seed: Stateless seed, shape ``[2]``.
+    """
+    image = tf.convert_to_tensor(image)
+    if probability == 0:
+        return image
+    apply, gamma = _draw(probability, gamma_range, seed)
+
+    def transformed() -> tf.Tensor:
+        low, high = tf.reduce_min(image), tf.reduce_max(image)
+        span = tf.maximum(high - low, tf.constant(1e-6, image.dtype))
+        unit = tf.clip_by_value((image - low) / span, 0.0, 1.0)
+        return low + span * tf.pow(unit, tf.cast(gamma, image.dtype))
+
+    return tf.cond(apply, transformed, lambda: image)
+
+
+def random_contrast(image: tf.Tensor, probability: float, contrast_range: Sequence[float],
+                    seed: SeedLike) -> tf.Tensor:
+    """With chance ``probability``: ``mean + factor * (image - mean)``, ``mean`` the tensor's.
+
+    Args:
+        image: float tensor (one patch).
+        probability: Chance of applying it; 0 returns ``image`` itself.
+        contrast_range: ``(low, high)`` of ``factor``, drawn uniformly.
+        seed: Stateless seed, shape ``[2]``.
+    """
+    image = tf.convert_to_tensor(image)
+    if probability == 0:
+        return image
+    apply, factor = _draw(probability, contrast_range, seed)
+
+    def transformed() -> tf.Tensor:
+        mean = tf.reduce_mean(image)
+        return mean + tf.cast(factor, image.dtype) * (image - mean)
+
+    return tf.cond(apply, transformed, lambda: image)
+
+
+def random_brightness(image: tf.Tensor, probability: float, brightness_range: Sequence[float],
+                      seed: SeedLike) -> tf.Tensor:
+    """With chance ``probability``: ``factor * image``, ``factor`` uniform in the range.
+
+    Args:
+        image: float tensor (one patch).
+        probability: Chance of applying it; 0 returns ``image`` itself.
+        brightness_range: ``(low, high)`` of ``factor``.
+        seed: Stateless seed, shape ``[2]``.
+    """
+    image = tf.convert_to_tensor(image)
+    if probability == 0:
+        return image
+    apply, factor = _draw(probability, brightness_range, seed)
+    return tf.cond(apply, lambda: image * tf.cast(factor, image.dtype), lambda: image)
+
+
+def random_intensity(image: tf.Tensor, config: AugmentationConfig, seed: SeedLike) -> tf.Tensor:
+    """Gamma, then contrast, then brightness, as ``config`` sets them (each independently)."""
+    image = random_gamma(image, config.gamma_probability, config.gamma_range,
+                         fold_in_seed(seed, 0))
+    image = random_contrast(image, config.contrast_probability, config.contrast_range,
+                            fold_in_seed(seed, 1))
+    return random_brightness(image, config.brightness_probability, config.brightness_range,
+                             fold_in_seed(seed, 2))

@@ -23,8 +23,11 @@ How it works (per modality):
 3. Each read is planned (parallel map): patch start corners (class-balanced or uniform). Only these
    small descriptors go through the seeded shuffle buffer, so patches of one read are spread over
    several batches at almost no memory cost.
-4. Each descriptor is cut into an image/label patch (parallel map), with the read's intensity offset
-   (seeded by the read's seed, hence shared by all patches of that read) and optional flips.
+4. Each descriptor is cut into an image/label patch (parallel map): optionally scaled and rotated
+   about the patch centre (:mod:`~dltk_mm.io.spatial_augmentation`: the patch is then resampled
+   from the whole volume, image trilinear, label nearest), optional random gamma, contrast and
+   brightness, the read's intensity offset (seeded by the read's seed, hence shared by all
+   patches of that read) and optional flips.
 5. Batches get per-voxel Gaussian noise (seeded by the batch counter), the channel axis, int32
    labels and the modality index, and are prefetched.
 
@@ -49,8 +52,10 @@ from dltk_mm.io.augmentation import (
     add_gaussian_noise,
     add_intensity_offset,
     random_flip,
+    random_intensity,
 )
 from dltk_mm.io.seeds import derive_seed, fold_in_seed
+from dltk_mm.io.spatial_augmentation import random_affine_matrix, resample_patch
 
 #: Start offsets of volumes inside the flat buffers are multiples of this many elements, which lets
 #: TensorFlow slice a volume out of the buffer without copying it (an implementation detail, not a
@@ -74,7 +79,8 @@ class PipelineConfig:
         jitter: Balanced sampling: inclusive integer range added to every centre coordinate
             (paper code: (-16, 15)).
         patches_per_volume: Uniform sampling: patches per volume read.
-        augmentation: Noise / offset / flips, see :class:`AugmentationConfig`.
+        augmentation: Noise / offset / flips / intensity / scaling and rotation, see
+            :class:`AugmentationConfig`.
         shuffle_buffer: Patch descriptors in the shuffle buffer that spreads the patches of one
             read over several batches (descriptors are tiny; only the chosen ones are cut).
         seed: Integer seed; equal seeds give equal batches. ``None`` draws one (logged) and lets
@@ -276,7 +282,7 @@ def _plan_fn(bank: _VolumeBank, config: PipelineConfig,
 
 def _cut_fn(bank: _VolumeBank, config: PipelineConfig
             ) -> Callable[[dict[str, tf.Tensor]], tuple[tf.Tensor, tf.Tensor]]:
-    """The map of a patch descriptor onto its image and label patch, offset and flips applied."""
+    """The map of a patch descriptor onto its augmented image and label patch (not the noise)."""
     patch = config.patch_size
     augmentation = config.augmentation
 
@@ -284,9 +290,24 @@ def _cut_fn(bank: _VolumeBank, config: PipelineConfig
     def cut(element: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         volume = element["volume"]
         start = element["start"]
-        image = tf.ensure_shape(tf.slice(bank.image(volume), start, patch), patch)
-        label = tf.ensure_shape(tf.slice(bank.label(volume), start, patch), patch)
         read_seed = element["read_seed"]
+        patch_seed = fold_in_seed(read_seed, element["patch_index"])
+        if augmentation.spatial:
+            matrix = random_affine_matrix(
+                fold_in_seed(patch_seed, 4), augmentation.scale_probability,
+                augmentation.scale_range, augmentation.rotation_probability,
+                augmentation.rotation_degrees, augmentation.tilt_degrees)
+            image, label = tf.cond(
+                tf.reduce_all(tf.equal(matrix, tf.eye(3))),
+                lambda: (tf.slice(bank.image(volume), start, patch),
+                         tf.slice(bank.label(volume), start, patch)),
+                lambda: resample_patch(bank.image(volume), bank.label(volume), start, patch,
+                                       matrix))
+        else:
+            image = tf.slice(bank.image(volume), start, patch)
+            label = tf.slice(bank.label(volume), start, patch)
+        image, label = tf.ensure_shape(image, patch), tf.ensure_shape(label, patch)
+        image = random_intensity(image, augmentation, fold_in_seed(patch_seed, 5))
         # One offset per volume read: every patch of the read uses the read's seed.
         image = add_intensity_offset(image, augmentation.offset_sigma, fold_in_seed(read_seed, 2))
         if augmentation.flip_axes:

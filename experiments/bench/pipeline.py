@@ -7,7 +7,11 @@ alternation) and measures the throughput after a warm-up, in wall-clock time and
 time (robust to other processes sharing the cores).
 
 Usage:
-    python -m experiments.bench.pipeline [--steps 100] [--warmup 20] [--flip]
+    python -m experiments.bench.pipeline [--steps 100] [--warmup 20] [--flip] [--augment]
+
+``--augment`` switches on every augmentation beyond the paper at once, each with probability
+``--augment_probability`` (default 1, the most work): flips on all axes, random gamma, contrast,
+brightness, scaling and rotation (:func:`full_augmentation`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch_size", 16, "Patches per batch.")
     flags.DEFINE_enum("sampling", "balanced", ["balanced", "uniform"], "Patch sampling.")
     flags.DEFINE_boolean("flip", False, "Also random flips on all three axes (LR with label swap).")
+    flags.DEFINE_boolean("augment", False, "Every augmentation on: flips, gamma, contrast, "
+                         "brightness, scaling, rotation (see --augment_probability).")
+    flags.DEFINE_float("augment_probability", 1.0, "Probability of each augmentation with "
+                       "--augment (1: every patch gets every one, the most work).")
     flags.DEFINE_integer("warmup", 20, "Batches consumed before timing.")
     flags.DEFINE_integer("steps", 100, "Batches timed.")
     flags.DEFINE_integer("seed", 0, "Pipeline seed.")
@@ -69,10 +77,20 @@ def synthetic_volume(shape: tuple[int, int, int], rng: np.random.Generator):
     return image, label
 
 
+def full_augmentation(probability: float = 1.0) -> AugmentationConfig:
+    """Every augmentation on (the paper's noise and offset, flips on all axes, gamma, contrast,
+    brightness, scaling and rotation), each beyond the paper with ``probability``."""
+    return AugmentationConfig(
+        flip_axes=(0, 1, 2), gamma_probability=probability, contrast_probability=probability,
+        brightness_probability=probability, scale_probability=probability,
+        rotation_probability=probability)
+
+
 def measure_pipeline(volume_shape: Sequence[int], patch_size: Sequence[int], batch_size: int,
                      steps: int, warmup: int, volumes_per_modality: int = 4,
                      shape_spread: int = 8, sampling: str = "balanced", flip: bool = False,
-                     seed: int = 0, num_parallel_calls: int | None = None) -> dict:
+                     seed: int = 0, num_parallel_calls: int | None = None,
+                     augment: bool = False, augment_probability: float = 1.0) -> dict:
     """Sustained patches/s of the paper's pipeline over synthetic MR and CT volumes.
 
     Args:
@@ -88,6 +106,8 @@ def measure_pipeline(volume_shape: Sequence[int], patch_size: Sequence[int], bat
         flip: also random flips on all three axes.
         seed: pipeline and volume seed.
         num_parallel_calls: map parallelism (None: AUTOTUNE).
+        augment: every augmentation on (:func:`full_augmentation`; implies ``flip``).
+        augment_probability: probability of each augmentation with ``augment``.
 
     Returns:
         The figures (patches/s wall, per core, per CPU-second, ...), JSON-serialisable.
@@ -104,7 +124,8 @@ def measure_pipeline(volume_shape: Sequence[int], patch_size: Sequence[int], bat
     }
     config = PipelineConfig(
         patch_size=tuple(int(p) for p in patch_size), batch_size=batch_size, sampling=sampling,
-        augmentation=AugmentationConfig(flip_axes=(0, 1, 2) if flip else ()), seed=seed,
+        augmentation=(full_augmentation(augment_probability) if augment
+                      else AugmentationConfig(flip_axes=(0, 1, 2) if flip else ())), seed=seed,
         num_parallel_calls=num_parallel_calls,
     )
     build_start = time.perf_counter()
@@ -144,7 +165,9 @@ def measure_pipeline(volume_shape: Sequence[int], patch_size: Sequence[int], bat
         "patch_size": list(config.patch_size),
         "batch_size": config.batch_size,
         "sampling": config.sampling,
-        "flip": flip,
+        "flip": flip or augment,
+        "augment": augment,
+        "augment_probability": augment_probability if augment else 0.0,
         "tensorflow": tf.__version__,
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
     }
@@ -156,7 +179,8 @@ def main(argv: list[str]) -> None:
         FLAGS.volume_shape, FLAGS.patch_size, FLAGS.batch_size, FLAGS.steps, FLAGS.warmup,
         volumes_per_modality=FLAGS.volumes_per_modality, shape_spread=FLAGS.shape_spread,
         sampling=FLAGS.sampling, flip=FLAGS.flip, seed=FLAGS.seed,
-        num_parallel_calls=FLAGS.num_parallel_calls)
+        num_parallel_calls=FLAGS.num_parallel_calls, augment=FLAGS.augment,
+        augment_probability=FLAGS.augment_probability)
     load_before, load_after = result["load_avg_1min_before_after"]
     print(
         f"input pipeline: {result['patches_per_s']:.1f} patches/s on {result['cores']} cores = "

@@ -1,4 +1,10 @@
-"""Tests of dltk_mm.export.saved_model: one serving signature per modality plus metadata."""
+"""Tests of dltk_mm.export.saved_model: an export every SavedModel consumer runs.
+
+Consumers checked: ``tf.saved_model.load`` in a process where dltk_mm cannot be imported, and
+TensorFlow's own ``saved_model_cli show`` / ``saved_model_cli run`` (the session-based loader TF
+Serving also uses), on every signature of a dual-stream v4 and an msbn model whose batch-norm
+moving statistics are far from their initial values.
+"""
 
 from __future__ import annotations
 
@@ -10,76 +16,51 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import SimpleITK as sitk  # noqa: E402, N813
 import tensorflow as tf  # noqa: E402
 
 import dltk_mm  # noqa: E402
-from dltk_mm.errors import ConfigurationError, InputDataError  # noqa: E402
-from dltk_mm.export.saved_model import (  # noqa: E402
+from dltk_mm.errors import ConfigurationError  # noqa: E402
+from dltk_mm.export import (  # noqa: E402
     export_saved_model,
     metadata_path,
     read_export_metadata,
+    verify_export,
 )
-from dltk_mm.inference.predict import (  # noqa: E402
-    KerasPredictor,
-    SavedModelPredictor,
-    predict_volume,
-)
-from dltk_mm.io.geometry import Geometry  # noqa: E402
 from dltk_mm.io.preprocessing import PreprocessingConfig  # noqa: E402
-from dltk_mm.networks import build_multistream  # noqa: E402
-
-PREPROCESSING = PreprocessingConfig(spacing_mm=4.0, normalisation="per_slice")
-PATCH = (16, 16, 16)
-
-
-def _tiny_model(scheme: str = "v4", modalities=("mr", "ct")):
-    model = build_multistream(scheme, modalities=modalities, filters=(2, 4, 4, 4, 8),
-                              num_res_units=1)
-    # Non-trivial batch-norm statistics, so that the export must carry them (inference mode).
-    rng = np.random.default_rng(1)
-    for variable in model.non_trainable_variables:
-        name = variable.path
-        if "moving_variance" in name:
-            variable.assign(rng.uniform(0.5, 2.0, variable.shape).astype(np.float32))
-        elif "moving_mean" in name:
-            variable.assign(rng.normal(0.0, 0.3, variable.shape).astype(np.float32))
-    return model
+from tests.export.conftest import (  # noqa: E402
+    INFERENCE,
+    PATCH,
+    PREPROCESSING,
+    SUBPROCESS_ENV,
+    saved_model_cli,
+    tiny_model,
+)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    model = _tiny_model()
-    export_dir = tmp_path_factory.mktemp("export") / "v4_model"
-    # verify=False: the fresh-process test below checks the same thing (test_overwrite... runs
-    # the in-process verification).
-    export_saved_model(model, export_dir, PREPROCESSING, patch_size=PATCH, verify=False,
-                       extra={"note": "test"})
-    return model, export_dir
+def _keras(model, modality: str, images: np.ndarray) -> np.ndarray:
+    return model.streams[modality](images, training=False)["probabilities"].numpy()
 
 
-@pytest.fixture(scope="module")
-def saved_predictor(exported) -> SavedModelPredictor:
-    return SavedModelPredictor(exported[1])
-
-
-def test_layout_and_metadata(exported) -> None:
-    model, export_dir = exported
+def test_layout_and_metadata(exported_v4) -> None:
+    model, export_dir = exported_v4
     assert (export_dir / "saved_model.pb").is_file()
     assert (export_dir / "variables").is_dir()
-    assert metadata_path(export_dir) == export_dir / "assets" / "dltk_mm_export.json"
     raw = json.loads(metadata_path(export_dir).read_text())
     assert raw["format"] == "dltk_mm.saved_model"
     assert raw["signatures"] == {"mr": "serve_mr", "ct": "serve_ct"}
+    assert raw["segment_signatures"] == {"mr": "segment_mr", "ct": "segment_ct"}
+    assert raw["inference"] == INFERENCE.to_dict()
     metadata = read_export_metadata(export_dir)
     assert metadata.modalities == ("mr", "ct")
     assert metadata.num_classes == 5
     assert metadata.patch_size == PATCH
     assert metadata.size_factor == (8, 8, 8)
     assert metadata.preprocessing == PREPROCESSING
+    assert metadata.inference == INFERENCE
     assert metadata.dltk_mm_version == dltk_mm.__version__
     assert metadata.scheme == "v4"
     assert metadata.build_config == model.build_config
@@ -88,13 +69,16 @@ def test_layout_and_metadata(exported) -> None:
     assert sorted(p.name for p in export_dir.parent.iterdir()) == ["v4_model"]
 
 
-def test_fresh_process_reproduces_keras_probabilities(exported, tmp_path) -> None:
-    model, export_dir = exported
+def test_process_without_dltk_mm_reproduces_keras_probabilities(exported_v4, tmp_path) -> None:
+    model, export_dir = exported_v4
     probe = np.random.default_rng(2).standard_normal((2, 16, 24, 32, 1)).astype(np.float32)
     np.save(tmp_path / "probe.npy", probe)
     script = (
-        "import sys, numpy as np, tensorflow as tf\n"
+        "import sys\n"
+        "sys.modules['dltk_mm'] = None  # any import of dltk_mm now fails\n"
+        "import numpy as np, tensorflow as tf\n"
         "loaded = tf.saved_model.load(sys.argv[1])\n"
+        "assert 'dltk_mm' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n"
         "probe = np.load(sys.argv[2])\n"
         "for name in ('serve_mr', 'serve_ct'):\n"
         "    signature = loaded.signatures[name]\n"
@@ -107,91 +91,90 @@ def test_fresh_process_reproduces_keras_probabilities(exported, tmp_path) -> Non
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(export_dir), str(tmp_path / "probe.npy"),
-         str(tmp_path)],
-        capture_output=True, text=True, timeout=180,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+         str(tmp_path)], capture_output=True, text=True, timeout=180, env=SUBPROCESS_ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = {}
     for modality in ("mr", "ct"):
-        expected = model.streams[modality](probe, training=False)["probabilities"].numpy()
         outputs[modality] = np.load(tmp_path / f"serve_{modality}.npy")
         assert outputs[modality].shape == (2, 16, 24, 32, 5)
-        np.testing.assert_allclose(outputs[modality], expected, atol=1e-5)
+        np.testing.assert_allclose(outputs[modality], _keras(model, modality, probe), atol=1e-5)
     # The V4 streams differ (modality-specific encoders/decoders): signatures are not swapped.
     assert np.max(np.abs(outputs["mr"] - outputs["ct"])) > 1e-3
 
 
-def test_saved_model_and_keras_predictors_agree(exported, saved_predictor, tmp_path) -> None:
-    model, _ = exported
-    geometry = Geometry.from_orientation("LAI", (1.7, 1.3, 4.5), (20.0, -7.0, 35.0), (27, 33, 10))
-    array = np.random.default_rng(3).normal(300.0, 80.0, geometry.shape).astype(np.float32)
-    image = tmp_path / "mr_case.nii.gz"
-    sitk.WriteImage(geometry.image_from_array(array), str(image))
-    keras_predictor = KerasPredictor(model, PREPROCESSING, patch_size=PATCH)
-    assert saved_predictor.modalities == keras_predictor.modalities
-    assert saved_predictor.preprocessing == keras_predictor.preprocessing
-    assert saved_predictor.patch_size == keras_predictor.patch_size
-    for modality in ("mr", "ct"):
-        a = predict_volume(keras_predictor, image, modality, with_probabilities=True)
-        b = predict_volume(saved_predictor, image, modality, with_probabilities=True)
-        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(a.labels),
-                                      sitk.GetArrayViewFromImage(b.labels))
-        np.testing.assert_allclose(sitk.GetArrayViewFromImage(a.probabilities),
-                                   sitk.GetArrayViewFromImage(b.probabilities), atol=1e-5)
-        assert Geometry.from_image(b.labels).grid_differences(geometry, tol=1e-5) == []
+@pytest.mark.parametrize("fixture", ["exported_v4", "exported_msbn"])
+def test_saved_model_cli_runs_every_signature(fixture, request, tmp_path) -> None:
+    model, export_dir = request.getfixturevalue(fixture)
+    shown = subprocess.run([*saved_model_cli(), "show", "--dir", str(export_dir), "--all"],
+                           capture_output=True, text=True, timeout=180, env=SUBPROCESS_ENV)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    for name in ("serve_mr", "serve_ct", "serving_default"):
+        block = shown.stdout.split(f"signature_def['{name}']:")[1].split("signature_def[")[0]
+        assert "inputs['images']" in block and "shape: (-1, -1, -1, -1, 1)" in block
+        assert "outputs['probabilities']" in block and "shape: (-1, -1, -1, -1, 5)" in block
+    images = np.random.default_rng(4).standard_normal((1, 16, 16, 16, 1)).astype(np.float32)
+    np.save(tmp_path / "x.npy", images)
+    # serving_default (TF Serving's default) is the first modality's patch signature.
+    signatures = {"serve_mr": "mr", "serve_ct": "ct"}
+    if fixture == "exported_v4":
+        signatures["serving_default"] = "mr"
+    outputs = {}
+    for name, modality in signatures.items():
+        result = subprocess.run(
+            [*saved_model_cli(), "run", "--dir", str(export_dir), "--tag_set", "serve",
+             "--signature_def", name, "--inputs", f"images={tmp_path / 'x.npy'}",
+             "--outdir", str(tmp_path / name)],
+            capture_output=True, text=True, timeout=180, env=SUBPROCESS_ENV)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = np.load(tmp_path / name / "probabilities.npy")
+        np.testing.assert_allclose(outputs[name], _keras(model, modality, images), atol=1e-5)
+    # The streams differ (msbn: own batch-norm statistics per modality), so none was swapped.
+    assert np.max(np.abs(outputs["serve_mr"] - outputs["serve_ct"])) > 1e-3
 
 
-def test_refuses_an_existing_export_dir(exported, tmp_path) -> None:
-    model, export_dir = exported
+def _hand_written_export(model, export_dir: Path) -> None:
+    """The earlier way: a ``tf.Module`` tracking ``model.variables`` (saved_model_cli fails)."""
+    module = tf.Module()
+    module.model_variables = list(model.variables)
+    stream = model.streams["ct"]
+    spec = tf.TensorSpec([None, None, None, None, 1], tf.float32, name="images")
+    serve = tf.function(lambda images: {"probabilities": stream(images)["probabilities"]},
+                        input_signature=[spec])
+    tf.saved_model.save(module, str(export_dir), signatures={"serve_ct": serve})
+
+
+def test_verification_finds_an_export_the_session_loader_cannot_run(tmp_path) -> None:
+    model = tiny_model("individual", modalities=("ct",))
+    _hand_written_export(model, tmp_path / "hand")
+    assert tf.saved_model.load(str(tmp_path / "hand")).signatures["serve_ct"] is not None
+    with pytest.raises(ConfigurationError, match="session-based loader"):
+        verify_export(model, tmp_path / "hand", PATCH)
+
+
+def test_overwrite_replaces_an_earlier_export(exported_v4, tmp_path) -> None:
+    export_dir = tmp_path / "ct_only"
+    shutil.copytree(exported_v4[1], export_dir)
+    model = tiny_model("individual", modalities=("ct",))
+    export_saved_model(model, export_dir, PreprocessingConfig(), patch_size=(32, 32, 32),
+                       overwrite=True, verify=True)
+    metadata = read_export_metadata(export_dir)
+    assert metadata.modalities == ("ct",)
+    assert metadata.patch_size == (32, 32, 32)
+    assert sorted(tf.saved_model.load(str(export_dir)).signatures) == [
+        "segment_ct", "serve_ct", "serving_default"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct_only"]
+
+
+def test_existing_export_is_kept_without_overwrite(exported_v4, tmp_path) -> None:
+    model, export_dir = exported_v4
     before = (export_dir / "saved_model.pb").read_bytes()
     with pytest.raises(ConfigurationError, match="already exists.*overwrite"):
         export_saved_model(model, export_dir, PREPROCESSING, patch_size=PATCH)
     assert (export_dir / "saved_model.pb").read_bytes() == before
-    target = tmp_path / "file"
-    target.write_text("x")
-    with pytest.raises(ConfigurationError, match="not a folder"):
-        export_saved_model(model, target, PREPROCESSING, patch_size=PATCH)
 
 
-def test_overwrite_replaces_an_export(tmp_path) -> None:
-    model = _tiny_model("individual", modalities=("ct",))
-    export_dir = tmp_path / "ct_only"
-    export_dir.mkdir()
-    (export_dir / "stale.txt").write_text("old")
-    export_saved_model(model, export_dir, PreprocessingConfig(), patch_size=(32, 32, 32),
-                       overwrite=True, verify=True)
-    assert not (export_dir / "stale.txt").exists()
-    metadata = read_export_metadata(export_dir)
-    assert metadata.modalities == ("ct",)
-    assert metadata.patch_size == (32, 32, 32)
-    assert sorted(tf.saved_model.load(str(export_dir)).signatures) == ["serve_ct"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct_only"]
-
-
-def test_bad_patch_size_is_refused(exported, tmp_path) -> None:
-    model, _ = exported
+def test_bad_patch_size_is_refused(exported_v4, tmp_path) -> None:
+    model, _ = exported_v4
     with pytest.raises(ConfigurationError, match="multiples of the network's stride"):
         export_saved_model(model, tmp_path / "x", PREPROCESSING, patch_size=(20, 16, 16))
     assert not (tmp_path / "x").exists()
-
-
-def test_saved_model_without_metadata_is_a_clear_error(exported, tmp_path) -> None:
-    _, export_dir = exported
-    bare = tmp_path / "bare"
-    shutil.copytree(export_dir, bare)
-    metadata_path(bare).unlink()
-    with pytest.raises(InputDataError, match="without dltk_mm metadata.*dltk-mm-export"):
-        SavedModelPredictor(bare)
-    with pytest.raises(InputDataError, match="not a TensorFlow SavedModel"):
-        read_export_metadata(tmp_path)
-    with pytest.raises(InputDataError, match="not found"):
-        read_export_metadata(tmp_path / "missing")
-    metadata_path(bare).write_text(json.dumps({"format": "something else"}))
-    with pytest.raises(InputDataError, match="not a dltk_mm export description"):
-        read_export_metadata(bare)
-
-
-def test_unknown_modality_with_saved_model(saved_predictor) -> None:
-    with pytest.raises(ConfigurationError, match=r"unknown modality 'pet'.*\['mr', 'ct'\]"):
-        saved_predictor.predict_probabilities(np.zeros((1, 16, 16, 16, 1), np.float32), "pet")

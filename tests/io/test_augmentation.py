@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -11,6 +12,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from dltk_mm.errors import ConfigurationError  # noqa: E402
+from dltk_mm.flag_fields import attribute_docs  # noqa: E402
 from dltk_mm.io import augmentation as aug  # noqa: E402
 
 
@@ -125,3 +127,78 @@ def test_config_defaults_and_validation():
         aug.AugmentationConfig(flip_axes=(2,), swap_lr_labels=None)
     with pytest.raises(ConfigurationError):
         aug.flip(np.zeros((2, 2, 2)), np.zeros((2, 2, 2), np.uint8), 2, swap_lr_labels=(3, 3))
+
+
+# --------------------------------------------------------------------------------------------
+# Intensity augmentation beyond the paper: gamma, contrast, brightness
+def _patch(seed=0) -> tf.Tensor:
+    return tf.constant(np.random.default_rng(seed).normal(size=(8, 9, 10)).astype(np.float32))
+
+
+@pytest.mark.parametrize("function", [aug.random_gamma, aug.random_contrast,
+                                      aug.random_brightness])
+def test_intensity_augmentation_off_is_the_identity(function):
+    image = _patch()
+    np.testing.assert_array_equal(function(image, 0.0, (0.5, 2.0), (1, 2)).numpy(), image)
+    # Drawn but with a factor of 1: the identity up to rounding.
+    np.testing.assert_allclose(function(image, 1.0, (1.0, 1.0), (1, 2)).numpy(), image,
+                               atol=1e-5)
+
+
+def test_random_intensity_with_the_default_config_is_the_identity():
+    image = _patch()
+    out = aug.random_intensity(image, aug.AugmentationConfig(), (3, 4))
+    np.testing.assert_array_equal(out.numpy(), image.numpy())
+
+
+def test_gamma_is_applied_to_the_patch_rescaled_to_unit_range():
+    image = _patch().numpy()
+    out = aug.random_gamma(image, 1.0, (2.0, 2.0), (1, 2)).numpy()
+    low, high = image.min(), image.max()
+    expected = low + (high - low) * ((image - low) / (high - low)) ** 2
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert out.min() == pytest.approx(low) and out.max() == pytest.approx(high)
+    constant = np.full((4, 4, 4), 3.0, np.float32)
+    np.testing.assert_allclose(aug.random_gamma(constant, 1.0, (2.0, 2.0), (1, 2)), constant)
+
+
+def test_contrast_scales_about_the_mean_and_brightness_multiplies():
+    image = _patch().numpy()
+    contrast = aug.random_contrast(image, 1.0, (0.5, 0.5), (1, 2)).numpy()
+    assert contrast.mean() == pytest.approx(image.mean(), abs=1e-5)
+    assert contrast.std() == pytest.approx(0.5 * image.std(), rel=1e-4)
+    brightness = aug.random_brightness(image, 1.0, (1.5, 1.5), (1, 2)).numpy()
+    np.testing.assert_allclose(brightness, 1.5 * image, rtol=1e-6)
+
+
+def test_intensity_factors_follow_probability_range_and_seed():
+    image = tf.ones((2, 2, 2))
+    factors = np.array([aug.random_brightness(image, 0.5, (0.8, 1.2), (seed, 5)).numpy()[0, 0, 0]
+                        for seed in range(200)])
+    applied = factors != 1.0
+    assert 0.35 < applied.mean() < 0.65
+    assert factors.min() >= 0.8 and factors.max() <= 1.2 and np.ptp(factors[applied]) > 0.3
+    again = aug.random_brightness(image, 0.5, (0.8, 1.2), (7, 5)).numpy()[0, 0, 0]
+    assert again == factors[7]
+
+
+def test_augmentation_config_new_fields_default_off_and_validated():
+    config = aug.AugmentationConfig()
+    for name in ("gamma_probability", "contrast_probability", "brightness_probability",
+                 "scale_probability", "rotation_probability"):
+        assert getattr(config, name) == 0.0
+    assert not config.spatial
+    assert aug.AugmentationConfig(rotation_probability=0.2).spatial
+    assert aug.AugmentationConfig(gamma_range=[0.5, 2]).gamma_range == (0.5, 2.0)
+    for bad in ({"gamma_probability": 1.5}, {"scale_probability": -0.1},
+                {"contrast_range": (1.2, 0.8)}, {"gamma_range": (0.0, 1.0)},
+                {"brightness_range": (1.0,)}, {"rotation_degrees": -1.0},
+                {"tilt_degrees": 200.0}):
+        with pytest.raises(ConfigurationError):
+            aug.AugmentationConfig(**bad)
+
+
+def test_every_field_has_a_one_sentence_flag_help():
+    docs = attribute_docs(aug.AugmentationConfig)
+    for field in dataclasses.fields(aug.AugmentationConfig):
+        assert docs.get(field.name), field.name

@@ -194,3 +194,79 @@ def test_iterator_checkpoint_resumes_exactly(tmp_path):
         got = next(restored)
         for a, b in zip(want, got, strict=True):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+# --------------------------------------------------------------------------------------------
+# Augmentation beyond the paper inside the pipeline
+ALL_OFF_OTHER_RANGES = AugmentationConfig(
+    noise_sigma=0.0, offset_sigma=0.0, gamma_range=(0.5, 2.0), contrast_range=(0.5, 1.5),
+    brightness_range=(0.5, 1.5), scale_range=(0.5, 2.0), rotation_degrees=90.0,
+    tilt_degrees=30.0)
+SPATIAL = dataclasses.replace(ALL_OFF_OTHER_RANGES, scale_probability=1.0,
+                              rotation_probability=1.0, scale_range=(0.75, 1.3),
+                              rotation_degrees=30.0, tilt_degrees=10.0)
+
+
+def _label_shaped_volumes():
+    """Image exactly 1 on the organs, 0 elsewhere: alignment is readable from the batch."""
+    volumes = []
+    for i in range(2):
+        _, label = _volume((20, 24, 28), i)
+        volumes.append(((label > 0).astype(np.float32), label))
+    return volumes
+
+
+def _assert_same(first, second):
+    for a, b in zip(first, second, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_augmentations_with_probability_zero_are_the_identity():
+    volumes = _volumes(2)
+    plain = _take(modality_dataset(volumes, 0, _config(augmentation=NO_AUGMENTATION)), 4)
+    off = _take(modality_dataset(volumes, 0, _config(augmentation=ALL_OFF_OTHER_RANGES)), 4)
+    _assert_same(plain, off)
+
+
+def test_spatial_augmentation_keeps_image_and_label_aligned():
+    volumes = _label_shaped_volumes()
+    augmented = _take(modality_dataset(volumes, 0, _config(augmentation=SPATIAL)), 6)
+    plain = _take(modality_dataset(volumes, 0, _config(augmentation=NO_AUGMENTATION)), 6)
+    changed = 0
+    for (image, label, _), (plain_image, _, _) in zip(augmented, plain, strict=True):
+        image = image[..., 0]
+        assert set(np.unique(label)) <= {0, 1, 2, 3, 4}
+        # Nearest-neighbour tolerance of trilinear interpolation: the nearest voxel weighs >= 1/8.
+        assert np.all(image[label > 0] >= 0.125 - 1e-5)
+        assert np.all(image[label == 0] <= 0.875 + 1e-5)
+        changed += not np.allclose(image, plain_image[..., 0], atol=1e-3)
+        assert np.mean(image > 0) > 0  # balanced sampling still centres patches on organs
+    assert changed == len(augmented)  # the patches were really transformed
+
+
+def test_intensity_augmentation_keeps_labels_and_is_seeded():
+    volumes = _volumes(2)
+    intensity = dataclasses.replace(
+        NO_AUGMENTATION, gamma_probability=1.0, contrast_probability=1.0,
+        brightness_probability=1.0)
+    plain = _take(modality_dataset(volumes, 0, _config(augmentation=NO_AUGMENTATION)), 3)
+    config = _config(augmentation=intensity)
+    augmented = _take(modality_dataset(volumes, 0, config), 3)
+    for (image, label, _), (plain_image, plain_label, _) in zip(augmented, plain, strict=True):
+        np.testing.assert_array_equal(label, plain_label)
+        assert not np.allclose(image, plain_image)
+    _assert_same(augmented, _take(modality_dataset(volumes, 0, config), 3))
+
+
+def test_every_augmentation_on_is_repeatable_with_a_seed():
+    everything = dataclasses.replace(
+        SPATIAL, noise_sigma=0.1, offset_sigma=0.1, flip_axes=(0, 1, 2), gamma_probability=0.5,
+        contrast_probability=0.5, brightness_probability=0.5)
+    volumes = {"mr": _volumes(2), "ct": _volumes(1)}
+    config = _config(augmentation=everything)
+    first = _take(interleaved_dataset(volumes, ("mr", "ct"), config=config), 4)
+    _assert_same(first, _take(interleaved_dataset(volumes, ("mr", "ct"), config=config), 4))
+    other = _take(interleaved_dataset(volumes, ("mr", "ct"),
+                                      config=dataclasses.replace(config, seed=9)), 1)
+    assert not np.array_equal(first[0][0], other[0][0])

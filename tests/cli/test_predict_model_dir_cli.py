@@ -1,4 +1,6 @@
-"""The dltk-mm-export and dltk-mm-predict commands, run as real subprocesses."""
+"""dltk-mm-predict on a training model folder (config.json + a checkpoint), run as a real
+subprocess: geometry of the outputs and refusal to overwrite (the command's other tests are in
+tests/cli/test_predict_cli.py, dltk-mm-export's in tests/cli/test_export_cli.py)."""
 
 from __future__ import annotations
 
@@ -92,31 +94,3 @@ def test_predict_from_model_dir_and_refuse_overwrite(workspace) -> None:
     assert "already exists" in again.stderr and "--overwrite" in again.stderr
     assert "Traceback" not in again.stderr
     assert (out / "c1.nii.gz").read_bytes() == before
-
-
-def test_export_then_predict_with_saved_model(workspace) -> None:
-    export_dir = workspace["root"] / "export"
-    result = _command("dltk_mm.cli.export", f"--model_dir={workspace['model_dir']}",
-                      f"--export_dir={export_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "serve_mr, serve_ct" in result.stdout and "(verified)" in result.stdout
-    assert (export_dir / "saved_model.pb").is_file()
-    assert (export_dir / "assets" / "dltk_mm_export.json").is_file()
-
-    out = workspace["root"] / "pred_saved_model"
-    inputs = workspace["inputs"]
-    result = _command(
-        "dltk_mm.cli.predict", f"--saved_model={export_dir}",
-        f"--input={inputs / 'ct_case.nii.gz'}", f"--input={inputs / 'mr_case.mha'}",
-        "--modality=ct", "--modality=mr", f"--output_dir={out}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    ct = _check_geometry(out / "ct_case.nii.gz", inputs / "ct_case.nii.gz")
-    mr = _check_geometry(out / "mr_case.nii.gz", inputs / "mr_case.mha")
-    # Same labels as the model_dir (Keras) path, where that test has run in this module.
-    reference = workspace["root"] / "pred_model_dir"
-    if (reference / "c1.nii.gz").is_file():
-        np.testing.assert_array_equal(ct, sitk.GetArrayFromImage(
-            sitk.ReadImage(str(reference / "c1.nii.gz"))))
-        np.testing.assert_array_equal(mr, sitk.GetArrayFromImage(
-            sitk.ReadImage(str(reference / "m1.nii.gz"))))
