@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from dltk_mm.io.pipeline import PipelineConfig
 from dltk_mm.io.preprocessing import PreprocessingConfig
-from dltk_mm.training import NetworkConfig, TrainConfig
+from dltk_mm.training import NetworkConfig, TrainConfig, TrainingCallback
 from tests.conftest import small_phantom_manifest, tiny_train_config
+
+
+class SendSigint(TrainingCallback):
+    """A callback that sends SIGINT to this process once, when step ``at`` is reported."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, step, logs) -> None:
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def small_config(manifest: Path, cache_dir: Path, steps: int, scheme: str = "joint",
