@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,19 @@ def _preset_name(root: Path, data: Mapping[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "dataset"
 
 
+def _require_keys(data: Mapping[str, Any], source: Path, kind: str, keys: Sequence[str],
+                  other_layout: str) -> None:
+    """Raises InputDataError naming the first of ``keys`` missing from ``data``.
+
+    The message reads ``<source>: has no 'key'; <kind> dataset.json needs a, b and c
+    (<other_layout>)``.
+    """
+    for key in keys:
+        if key not in data:
+            raise InputDataError(f"{source}: has no {key!r}; {kind} dataset.json needs "
+                                 f"{', '.join(keys[:-1])} and {keys[-1]} ({other_layout})")
+
+
 def scan_nnunet(root: Path, modality: str | None = None, channel: int = 0) -> LayoutScan:
     """The cases of an nnU-Net v2 raw data set (see the module docstring).
 
@@ -100,11 +113,8 @@ def scan_nnunet(root: Path, modality: str | None = None, channel: int = 0) -> La
     """
     data = read_dataset_json(root)
     source = root / "dataset.json"
-    for key in ("channel_names", "labels", "file_ending"):
-        if key not in data:
-            raise InputDataError(f"{source}: has no {key!r}; an nnU-Net v2 dataset.json needs "
-                                 "channel_names, labels and file_ending (a Decathlon dataset.json "
-                                 "with 'modality' and 'training' is --layout=decathlon)")
+    _require_keys(data, source, "an nnU-Net v2", ("channel_names", "labels", "file_ending"),
+                  "a Decathlon dataset.json with 'modality' and 'training' is --layout=decathlon")
     row_modality = modality or modality_from_channel(
         _channel(data["channel_names"], channel, source), str(source))
     labels = {}
@@ -139,11 +149,8 @@ def scan_decathlon(root: Path, modality: str | None = None, channel: int = 0) ->
     """
     data = read_dataset_json(root)
     source = root / "dataset.json"
-    for key in ("modality", "labels", "training"):
-        if key not in data:
-            raise InputDataError(f"{source}: has no {key!r}; a Decathlon dataset.json needs "
-                                 "modality, labels and training (an nnU-Net v2 dataset.json is "
-                                 "--layout=nnunet)")
+    _require_keys(data, source, "a Decathlon", ("modality", "labels", "training"),
+                  "an nnU-Net v2 dataset.json is --layout=nnunet")
     row_modality = modality or modality_from_channel(
         _channel(data["modality"], channel, source), str(source))
     labels = {int(k): str(v) for k, v in data["labels"].items()}
