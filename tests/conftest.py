@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,56 @@ def tiny_train_config(manifest: Path, scheme: str, cache_dir: Path, steps: int,
     }
     settings.update(overrides)
     return TrainConfig(**settings)
+
+
+def small_phantom_manifest(root: Path, num_ct: int, num_mr: int, seed: int) -> Path:
+    """Writes phantoms of 48^3 voxels under ``root/data`` (a cache may go beside, in ``cache/``).
+
+    Args:
+        root: The folder to write in.
+        num_ct: How many CT phantoms.
+        num_mr: How many MR phantoms.
+        seed: The seed of the phantoms.
+
+    Returns:
+        The path of their manifest.
+    """
+    from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
+
+    return generate_phantom_dataset(root / "data", num_ct=num_ct, num_mr=num_mr, seed=seed,
+                                    config=PhantomConfig(matrix={"ct": 48, "mr": 48})
+                                    ).manifest_path
+
+
+def interrupt_after_first_checkpoint(command: list[str], model_dir: Path, log: Path,
+                                     signum: signal.Signals) -> int:
+    """Runs ``command`` from the repository root, its output to ``log``, until the first
+    checkpoint appears in ``model_dir`` (at most 300 s), then sends it ``signum``.
+
+    Args:
+        command: The training command.
+        model_dir: Its model folder.
+        log: The file its stdout and stderr go to.
+        signum: The signal to send.
+
+    Returns:
+        Its exit status (within 120 s of the signal).
+    """
+    with log.open("w") as output:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=output,
+                                   stderr=subprocess.STDOUT,
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        try:
+            deadline = time.monotonic() + 300
+            while not (model_dir / "checkpoints" / "checkpoint").exists():
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "no checkpoint within 300 s"
+                time.sleep(0.05)
+            process.send_signal(signum)
+            return process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 def find_real_data_dir() -> Path | None:

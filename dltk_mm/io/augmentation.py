@@ -22,7 +22,7 @@ axes, so the same functions work on a patch ``(z, y, x)`` and on a stack ``(n, z
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
@@ -254,12 +254,21 @@ def random_flip(
     return image, label
 
 
-def _draw(probability: float, value_range: Sequence[float], seed: SeedLike
-          ) -> tuple[tf.Tensor, tf.Tensor]:
-    """``(apply, value)``: a coin of chance ``probability`` and a uniform value in the range."""
+def _randomly(image: tf.Tensor, probability: float, value_range: Sequence[float],
+              seed: SeedLike, transform: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+              ) -> tf.Tensor:
+    """``transform(image, value)`` with chance ``probability``, else ``image``.
+
+    ``value`` is uniform in ``value_range`` (in the image's dtype); the coin and the value are
+    drawn from the stateless ``seed``. A probability of 0 returns ``image`` itself.
+    """
+    image = tf.convert_to_tensor(image)
+    if probability == 0:
+        return image
     draws = tf.random.stateless_uniform([2], as_seed(seed))
     low, high = float(value_range[0]), float(value_range[1])
-    return draws[0] < probability, low + (high - low) * draws[1]
+    value = tf.cast(low + (high - low) * draws[1], image.dtype)
+    return tf.cond(draws[0] < probability, lambda: transform(image, value), lambda: image)
 
 
 def random_gamma(image: tf.Tensor, probability: float, gamma_range: Sequence[float],
@@ -275,18 +284,14 @@ def random_gamma(image: tf.Tensor, probability: float, gamma_range: Sequence[flo
         gamma_range: ``(low, high)`` exponents.
         seed: Stateless seed, shape ``[2]``.
     """
-    image = tf.convert_to_tensor(image)
-    if probability == 0:
-        return image
-    apply, gamma = _draw(probability, gamma_range, seed)
 
-    def transformed() -> tf.Tensor:
+    def transformed(image: tf.Tensor, gamma: tf.Tensor) -> tf.Tensor:
         low, high = tf.reduce_min(image), tf.reduce_max(image)
         span = tf.maximum(high - low, tf.constant(1e-6, image.dtype))
         unit = tf.clip_by_value((image - low) / span, 0.0, 1.0)
-        return low + span * tf.pow(unit, tf.cast(gamma, image.dtype))
+        return low + span * tf.pow(unit, gamma)
 
-    return tf.cond(apply, transformed, lambda: image)
+    return _randomly(image, probability, gamma_range, seed, transformed)
 
 
 def random_contrast(image: tf.Tensor, probability: float, contrast_range: Sequence[float],
@@ -299,16 +304,12 @@ def random_contrast(image: tf.Tensor, probability: float, contrast_range: Sequen
         contrast_range: ``(low, high)`` of ``factor``, drawn uniformly.
         seed: Stateless seed, shape ``[2]``.
     """
-    image = tf.convert_to_tensor(image)
-    if probability == 0:
-        return image
-    apply, factor = _draw(probability, contrast_range, seed)
 
-    def transformed() -> tf.Tensor:
+    def transformed(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
         mean = tf.reduce_mean(image)
-        return mean + tf.cast(factor, image.dtype) * (image - mean)
+        return mean + factor * (image - mean)
 
-    return tf.cond(apply, transformed, lambda: image)
+    return _randomly(image, probability, contrast_range, seed, transformed)
 
 
 def random_brightness(image: tf.Tensor, probability: float, brightness_range: Sequence[float],
@@ -321,11 +322,8 @@ def random_brightness(image: tf.Tensor, probability: float, brightness_range: Se
         brightness_range: ``(low, high)`` of ``factor``.
         seed: Stateless seed, shape ``[2]``.
     """
-    image = tf.convert_to_tensor(image)
-    if probability == 0:
-        return image
-    apply, factor = _draw(probability, brightness_range, seed)
-    return tf.cond(apply, lambda: image * tf.cast(factor, image.dtype), lambda: image)
+    return _randomly(image, probability, brightness_range, seed,
+                     lambda image, factor: image * factor)
 
 
 def random_intensity(image: tf.Tensor, config: AugmentationConfig, seed: SeedLike) -> tf.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,25 @@ def _preset_name(root: Path, data: Mapping[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "dataset"
 
 
+def _read_checked(root: Path, kind: str, keys: Sequence[str], other_layout: str,
+                  modality: str | None, channel: int) -> tuple[Mapping[str, Any], Path, str]:
+    """``root/dataset.json``, checked to hold ``keys``, its path and the rows' modality.
+
+    The modality is ``modality`` if given, else the name of entry ``channel`` of the channel
+    table ``keys[0]``. A missing key raises InputDataError reading ``<source>: has no 'key';
+    <kind> dataset.json needs a, b and c (<other_layout>)``.
+    """
+    data = read_dataset_json(root)
+    source = root / "dataset.json"
+    for key in keys:
+        if key not in data:
+            raise InputDataError(f"{source}: has no {key!r}; {kind} dataset.json needs "
+                                 f"{', '.join(keys[:-1])} and {keys[-1]} ({other_layout})")
+    row_modality = modality or modality_from_channel(_channel(data[keys[0]], channel, source),
+                                                     str(source))
+    return data, source, row_modality
+
+
 def scan_nnunet(root: Path, modality: str | None = None, channel: int = 0) -> LayoutScan:
     """The cases of an nnU-Net v2 raw data set (see the module docstring).
 
@@ -98,15 +117,10 @@ def scan_nnunet(root: Path, modality: str | None = None, channel: int = 0) -> La
         modality: fixes the modality of every row (default: from the channel name).
         channel: the channel used as image (``_0000`` is channel 0).
     """
-    data = read_dataset_json(root)
-    source = root / "dataset.json"
-    for key in ("channel_names", "labels", "file_ending"):
-        if key not in data:
-            raise InputDataError(f"{source}: has no {key!r}; an nnU-Net v2 dataset.json needs "
-                                 "channel_names, labels and file_ending (a Decathlon dataset.json "
-                                 "with 'modality' and 'training' is --layout=decathlon)")
-    row_modality = modality or modality_from_channel(
-        _channel(data["channel_names"], channel, source), str(source))
+    data, source, row_modality = _read_checked(
+        root, "an nnU-Net v2", ("channel_names", "labels", "file_ending"),
+        "a Decathlon dataset.json with 'modality' and 'training' is --layout=decathlon",
+        modality, channel)
     labels = {}
     for label_name, value in data["labels"].items():
         for label_id in (value if isinstance(value, list) else [value]):
@@ -137,15 +151,9 @@ def scan_decathlon(root: Path, modality: str | None = None, channel: int = 0) ->
         modality: fixes the modality of every row (default: from the ``modality`` entry).
         channel: the ``modality`` entry whose name gives the modality.
     """
-    data = read_dataset_json(root)
-    source = root / "dataset.json"
-    for key in ("modality", "labels", "training"):
-        if key not in data:
-            raise InputDataError(f"{source}: has no {key!r}; a Decathlon dataset.json needs "
-                                 "modality, labels and training (an nnU-Net v2 dataset.json is "
-                                 "--layout=nnunet)")
-    row_modality = modality or modality_from_channel(
-        _channel(data["modality"], channel, source), str(source))
+    data, source, row_modality = _read_checked(
+        root, "a Decathlon", ("modality", "labels", "training"),
+        "an nnU-Net v2 dataset.json is --layout=nnunet", modality, channel)
     labels = {int(k): str(v) for k, v in data["labels"].items()}
     scan = LayoutScan()
     name = _preset_name(root, data)

@@ -65,37 +65,34 @@ class CallbackList(TrainingCallback):
     def __init__(self, callbacks: Sequence[TrainingCallback]) -> None:
         self.callbacks = list(callbacks)
 
-    def on_preprocess(self, done: int, total: int, volume: PreprocessedVolume) -> None:
+    def _dispatch(self, hook: str, *args: Any) -> None:
+        """Calls the method ``hook`` of every callback, in order, with ``args``."""
         for callback in self.callbacks:
-            callback.on_preprocess(done, total, volume)
+            getattr(callback, hook)(*args)
+
+    def on_preprocess(self, done: int, total: int, volume: PreprocessedVolume) -> None:
+        self._dispatch("on_preprocess", done, total, volume)
 
     def on_train_begin(self, info: TrainingInfo) -> None:
-        for callback in self.callbacks:
-            callback.on_train_begin(info)
+        self._dispatch("on_train_begin", info)
 
     def on_step_end(self, step: int, logs: Mapping[str, float]) -> None:
-        for callback in self.callbacks:
-            callback.on_step_end(step, logs)
+        self._dispatch("on_step_end", step, logs)
 
     def on_validation_begin(self, step: int, num_volumes: int) -> None:
-        for callback in self.callbacks:
-            callback.on_validation_begin(step, num_volumes)
+        self._dispatch("on_validation_begin", step, num_volumes)
 
     def on_validation_end(self, step: int, result: ValidationResult) -> None:
-        for callback in self.callbacks:
-            callback.on_validation_end(step, result)
+        self._dispatch("on_validation_end", step, result)
 
     def on_record(self, step: int, record: Mapping[str, float]) -> None:
-        for callback in self.callbacks:
-            callback.on_record(step, record)
+        self._dispatch("on_record", step, record)
 
     def on_checkpoint(self, step: int, path: str) -> None:
-        for callback in self.callbacks:
-            callback.on_checkpoint(step, path)
+        self._dispatch("on_checkpoint", step, path)
 
     def on_train_end(self, result: TrainResult) -> None:
-        for callback in self.callbacks:
-            callback.on_train_end(result)
+        self._dispatch("on_train_end", result)
 
 
 def _format(value: Any) -> str:

@@ -11,7 +11,6 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402, N813
 
@@ -19,57 +18,9 @@ from dltk_mm.export import read_export_metadata  # noqa: E402
 from dltk_mm.inference.predict import KerasPredictor, predict_volume  # noqa: E402
 from dltk_mm.inference.segment import InferenceConfig  # noqa: E402
 from dltk_mm.io.geometry import Geometry  # noqa: E402
-from dltk_mm.io.pipeline import PipelineConfig  # noqa: E402
-from dltk_mm.io.preprocessing import PreprocessingConfig  # noqa: E402
-from dltk_mm.networks import make_optimizer  # noqa: E402
 from dltk_mm.training import load_trained_model  # noqa: E402
-from dltk_mm.training.checkpointing import TrainingCheckpoint  # noqa: E402
-from dltk_mm.training.config import NetworkConfig, TrainConfig  # noqa: E402
+from tests.cli.conftest import run_module  # noqa: E402
 from tests.conftest import REPO_ROOT  # noqa: E402
-
-
-def _command(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True,
-        timeout=240, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> dict[str, Path]:
-    """A model_dir in the training package's format (config.json + a checkpoint) and inputs."""
-    root = tmp_path_factory.mktemp("export_cli")
-    model_dir = root / "model"
-    config = TrainConfig(
-        manifest=str(root / "train.csv"), scheme="v4", modalities=("mr", "ct"),
-        network=NetworkConfig(filters=(2, 4, 4, 4, 8), num_res_units=1),
-        preprocessing=PreprocessingConfig(spacing_mm=4.0),
-        pipeline=PipelineConfig(patch_size=(16, 16, 16), batch_size=2), steps=1,
-    )
-    config.save(model_dir / "config.json")
-    model = config.build_model()
-    model.compile(optimizer=make_optimizer("v4"))
-    rng = np.random.default_rng(5)
-    for variable in model.variables:  # non-default weights and batch-norm statistics
-        if "moving_variance" in variable.path:
-            variable.assign(rng.uniform(0.5, 2.0, variable.shape).astype(np.float32))
-        elif variable.trainable or "moving_mean" in variable.path:
-            variable.assign(variable.numpy()
-                            + rng.normal(0, 0.05, variable.shape).astype(np.float32))
-    TrainingCheckpoint(model_dir, model, model.optimizer).save(1)
-
-    inputs = root / "inputs"
-    (inputs / "images").mkdir(parents=True)
-    cases = {"ct_case.nii.gz": ("LAI", (0.9, 1.1, 5.0), (30, 40, 8)),
-             "mr_case.mha": ("RAS", (1.6, 1.6, 3.0), (24, 20, 14))}
-    for name, (orientation, spacing, size) in cases.items():
-        geometry = Geometry.from_orientation(orientation, spacing, (5.0, -12.0, 40.0), size)
-        array = rng.normal(100.0, 200.0, geometry.shape).astype(np.float32)
-        sitk.WriteImage(geometry.image_from_array(array), str(inputs / "images" / name))
-    pd.DataFrame({"subject_id": ["c1", "m1"], "modality": ["ct", "mr"],
-                  "image": ["images/ct_case.nii.gz", "images/mr_case.mha"]}).to_csv(
-        inputs / "manifest.csv", index=False)
-    return {"root": root, "model_dir": model_dir, "inputs": inputs}
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -79,7 +30,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 def test_export_then_predict_with_saved_model(workspace, tmp_path) -> None:
     export_dir = tmp_path / "export"
-    result = _command("dltk_mm.cli.export", f"--model_dir={workspace['model_dir']}",
+    result = run_module("dltk_mm.cli.export", f"--model_dir={workspace['model_dir']}",
                       f"--export_dir={export_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "serve_mr, serve_ct" in result.stdout and "(verified)" in result.stdout
@@ -87,7 +38,7 @@ def test_export_then_predict_with_saved_model(workspace, tmp_path) -> None:
 
     out = tmp_path / "predictions"
     images = workspace["inputs"] / "images"
-    result = _command(
+    result = run_module(
         "dltk_mm.cli.predict", f"--saved_model={export_dir}",
         f"--input={images / 'ct_case.nii.gz'}", f"--input={images / 'mr_case.mha'}",
         "--modality=ct", "--modality=mr", f"--output_dir={out}",
@@ -109,14 +60,14 @@ def test_inference_flags_are_recorded_and_overwrite_replaces_an_export(workspace
                                                                        tmp_path) -> None:
     export_dir = tmp_path / "export"
     args = (f"--model_dir={workspace['model_dir']}", f"--export_dir={export_dir}", "--noverify")
-    result = _command("dltk_mm.cli.export", *args, "--mirror", "--largest_component",
+    result = run_module("dltk_mm.cli.export", *args, "--mirror", "--largest_component",
                       "--overlap=0.25")
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_export_metadata(export_dir).inference == InferenceConfig(
         overlap=0.25, mirror=True, largest_component=True)
-    again = _command("dltk_mm.cli.export", *args)
+    again = run_module("dltk_mm.cli.export", *args)
     assert again.returncode == 2 and "--overwrite" in again.stderr
-    replaced = _command("dltk_mm.cli.export", *args, "--overwrite", "--weighting=gaussian")
+    replaced = run_module("dltk_mm.cli.export", *args, "--overwrite", "--weighting=gaussian")
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     assert read_export_metadata(export_dir).inference == InferenceConfig(weighting="gaussian")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
@@ -127,7 +78,7 @@ def test_overwrite_never_deletes_a_data_or_model_folder(workspace, target) -> No
     folder = (workspace["inputs"] if target == "inputs"
               else workspace["model_dir"] / "checkpoints")
     before = _snapshot(workspace["root"])
-    result = _command("dltk_mm.cli.export", f"--model_dir={workspace['model_dir']}",
+    result = run_module("dltk_mm.cli.export", f"--model_dir={workspace['model_dir']}",
                       f"--export_dir={folder}", "--overwrite")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

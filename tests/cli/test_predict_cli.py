@@ -20,15 +20,12 @@ import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402, N813
 
 from dltk_mm.io.geometry import Geometry  # noqa: E402
+from tests.cli.conftest import run_module, write_model_dir  # noqa: E402
 from tests.conftest import REPO_ROOT  # noqa: E402
 
 
 def _predict(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dltk_mm.cli.predict", *args], cwd=REPO_ROOT,
-        capture_output=True, text=True, timeout=240,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    return run_module("dltk_mm.cli.predict", *args)
 
 
 def _dataset(root: Path) -> Path:
@@ -83,25 +80,7 @@ def test_a_bad_input_is_refused_before_any_output_is_written(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A model folder in the training package's format (config.json and one checkpoint)."""
-    from dltk_mm.io.pipeline import PipelineConfig
-    from dltk_mm.io.preprocessing import PreprocessingConfig
-    from dltk_mm.networks import make_optimizer
-    from dltk_mm.training.checkpointing import TrainingCheckpoint
-    from dltk_mm.training.config import NetworkConfig, TrainConfig
-
-    root = tmp_path_factory.mktemp("predict_cli")
-    folder = root / "model"
-    config = TrainConfig(
-        manifest=str(root / "train.csv"), scheme="v4", modalities=("mr", "ct"),
-        network=NetworkConfig(filters=(2, 4, 4, 4, 8), num_res_units=1),
-        preprocessing=PreprocessingConfig(spacing_mm=4.0),
-        pipeline=PipelineConfig(patch_size=(16, 16, 16), batch_size=2), steps=1,
-    )
-    config.save(folder / "config.json")
-    model = config.build_model()
-    model.compile(optimizer=make_optimizer("v4"))
-    TrainingCheckpoint(folder, model, model.optimizer).save(1)
-    return folder
+    return write_model_dir(tmp_path_factory.mktemp("predict_cli") / "model")
 
 
 def test_skip_existing_predicts_only_what_is_missing(tmp_path, model_dir) -> None:

@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,11 @@ import tensorflow as tf
 from absl import flags
 
 from dltk_mm.cli.train import define_flags
-from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
 from dltk_mm.networks.multistream import make_optimizer
 from dltk_mm.training import load_config, restore_checkpoint
 from dltk_mm.training.checkpointing import checkpoint_step, latest_checkpoint
 from dltk_mm.training.config_flags import config_from_flags
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, interrupt_after_first_checkpoint, small_phantom_manifest
 
 STEPS = 30
 
@@ -99,10 +97,7 @@ def test_bad_input_is_refused_with_exit_2_before_importing_tensorflow(tmp_path: 
 
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("phantoms")
-    summary = generate_phantom_dataset(root / "data", num_ct=3, num_mr=0, seed=1,
-                                       config=PhantomConfig(matrix={"ct": 48, "mr": 48}))
-    return summary.manifest_path
+    return small_phantom_manifest(tmp_path_factory.mktemp("phantoms"), 3, 0, seed=1)
 
 
 def _command(manifest: Path, model_dir: Path, *extra: str) -> list[str]:
@@ -138,20 +133,7 @@ def test_sigterm_saves_and_the_same_command_resumes(phantoms: Path, tmp_path: Pa
     model_dir = tmp_path / "run"
     command = _command(phantoms, model_dir)
     log = tmp_path / "first.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=output,
-                                   stderr=subprocess.STDOUT, env=_environment())
-        try:
-            deadline = time.monotonic() + 300
-            while not (model_dir / "checkpoints" / "checkpoint").exists():
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "no checkpoint within 300 s"
-                time.sleep(0.05)
-            process.send_signal(signal.SIGTERM)
-            status = process.wait(timeout=120)
-        finally:
-            if process.poll() is None:
-                process.kill()
+    status = interrupt_after_first_checkpoint(command, model_dir, log, signal.SIGTERM)
     first = log.read_text()
     assert status == 143, first
     assert "data 3/3: " in first and "\r" not in first and "\x1b[" not in first  # not a terminal

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
-from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
 from dltk_mm.io.pipeline import PipelineConfig
 from dltk_mm.io.preprocessing import PreprocessingConfig
-from dltk_mm.training import NetworkConfig, TrainConfig
-from tests.conftest import tiny_train_config
+from dltk_mm.training import NetworkConfig, TrainConfig, TrainingCallback
+from tests.conftest import small_phantom_manifest, tiny_train_config
+
+
+class SendSigint(TrainingCallback):
+    """A callback that sends SIGINT to this process once, when step ``at`` is reported."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, step, logs) -> None:
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def small_config(manifest: Path, cache_dir: Path, steps: int, scheme: str = "joint",
@@ -29,7 +41,4 @@ def small_config(manifest: Path, cache_dir: Path, steps: int, scheme: str = "joi
 @pytest.fixture(scope="session")
 def small_phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The manifest of 2 CT and 2 MR phantoms of 48^3 voxels (cache beside it in ``cache/``)."""
-    root = tmp_path_factory.mktemp("small_phantoms")
-    summary = generate_phantom_dataset(root / "data", num_ct=2, num_mr=2, seed=3,
-                                       config=PhantomConfig(matrix={"ct": 48, "mr": 48}))
-    return summary.manifest_path
+    return small_phantom_manifest(tmp_path_factory.mktemp("small_phantoms"), 2, 2, seed=3)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from dltk_mm.training import StopOnSignal, TrainingCallback, train
 from dltk_mm.training.checkpointing import checkpoint_step, latest_checkpoint
 from dltk_mm.training.model_dir import LOCK_FILE
-from tests.conftest import REPO_ROOT
+from tests.conftest import interrupt_after_first_checkpoint
 from tests.training.conftest import small_config
 
 
@@ -72,21 +71,7 @@ def test_sigint_exits_130_after_a_checkpoint(small_phantoms: Path, tmp_path: Pat
         f"--cache_dir={small_phantoms.parent.parent / 'cache'}",
     ]
     log = tmp_path / "train.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=output,
-                                   stderr=subprocess.STDOUT,
-                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        try:
-            deadline = time.monotonic() + 300
-            while not (model_dir / "checkpoints" / "checkpoint").exists():
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "no checkpoint within 300 s"
-                time.sleep(0.05)
-            process.send_signal(signal.SIGINT)
-            status = process.wait(timeout=120)
-        finally:
-            if process.poll() is None:
-                process.kill()
+    status = interrupt_after_first_checkpoint(command, model_dir, log, signal.SIGINT)
     text = log.read_text()
     assert status == 130, text
     match = re.search(r"interrupted at step (\d+); rerun the same command to resume", text)

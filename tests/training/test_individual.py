@@ -4,7 +4,6 @@ from an Adam of its own, as if trained alone (docs/paper.md, section 4.4)."""
 from __future__ import annotations
 
 import csv
-import os
 import signal
 from collections import Counter
 from pathlib import Path
@@ -22,7 +21,7 @@ from dltk_mm.training.checkpointing import (
     latest_checkpoint,
 )
 from dltk_mm.training.trainer import separate_streams
-from tests.training.conftest import small_config
+from tests.training.conftest import SendSigint, small_config
 
 STEPS = 4
 STOP_AFTER = 1
@@ -150,17 +149,6 @@ def test_the_mr_stream_is_the_mr_only_run(both, small_phantoms: Path, tmp_path: 
     assert set(mr_keys) <= set(expected)
     differing = [k for k in mr_keys if not np.array_equal(alone[k], expected[k])]
     assert not differing, differing[:5]
-
-
-class SendSigint(TrainingCallback):
-    """Sends SIGINT to this process once, when step ``at`` is reported."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, step, logs) -> None:
-        if step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_interrupted_and_resumed_individual_ends_at_the_same_counts(both, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ of an uninterrupted one."""
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
@@ -11,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dltk_mm.training import TrainingCallback, train
+from dltk_mm.training import train
 from dltk_mm.training.checkpointing import checkpoint_step, latest_checkpoint
-from tests.training.conftest import small_config
+from tests.training.conftest import SendSigint, small_config
 
 STEPS = 6
 STOP_AFTER = 3
@@ -30,17 +29,6 @@ def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
     assert sorted(a) == sorted(b)
     differing = [key for key in a if not np.array_equal(a[key], b[key])]
     assert not differing, differing[:5]
-
-
-class SendSigint(TrainingCallback):
-    """Sends SIGINT to this process once, when step ``at`` is reported."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, step, logs) -> None:
-        if step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.fixture(scope="module")
