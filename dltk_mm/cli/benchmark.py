@@ -45,6 +45,7 @@ from dltk_mm.errors import ConfigurationError
 from dltk_mm.inference.segment import WEIGHTINGS, InferenceConfig
 from dltk_mm.training import TrainConfig, TrainingCallback
 from dltk_mm.training.config_flags import train_flag_specs
+from dltk_mm.training.recipes import recipe_overrides
 
 FLAGS = flags.FLAGS
 
@@ -121,8 +122,11 @@ def _ints(values: list[str] | None, name: str) -> tuple[int, ...] | None:
 
 
 def train_overrides(fv: flags.FlagValues = FLAGS) -> dict[str, Any]:
-    """``{dotted TrainConfig field: value}`` of the ``dltk-mm-train`` flags given."""
+    """``{dotted TrainConfig field: value}`` of the ``dltk-mm-train`` flags given; a ``--recipe``
+    brings its fields, under the flags given (and over the preset's)."""
     overrides = flag_fields.flag_values(fv, train_override_specs(), only_present=True)
+    if "recipe" in overrides:
+        overrides = recipe_overrides(overrides["recipe"], overrides)
     if overrides.get("cache_dir"):
         overrides["cache_dir"] = str(Path(overrides["cache_dir"]).expanduser().resolve())
     return overrides

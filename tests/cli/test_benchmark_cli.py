@@ -38,6 +38,20 @@ def test_training_flags_become_overrides_of_every_run(tmp_path) -> None:
     assert dict(settings.inference_overrides) == {}
 
 
+def test_a_recipe_brings_its_fields_over_the_preset_and_under_the_flags(tmp_path) -> None:
+    """--recipe=plus trains the plus settings, not only its name (a flag given still wins)."""
+    from dltk_mm.benchmark import plan_runs
+    from dltk_mm.training.recipes import RECIPES
+
+    values = parse("--preset=cpu", "--schemes=joint", "--recipe=plus", "--loss=dice")
+    settings = cli.settings_from_flags(values)
+    (run,) = plan_runs(settings, tmp_path / "m.csv")[:1]
+    config = run.config
+    assert config.recipe == "plus" and config.loss == "dice"
+    assert config.lr_schedule == RECIPES["plus"]["lr_schedule"] != "constant"
+    assert config.inference.mirror and config.network.width == 0.25  # recipe and preset
+
+
 def test_eval_flags_change_the_evaluation_not_the_validation(tmp_path) -> None:
     from dltk_mm.benchmark import plan_runs
 
