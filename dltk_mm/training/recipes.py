@@ -13,7 +13,9 @@ holds the resolved settings and, for the record, the recipe's name (``TrainConfi
   flips of the patches (with the right/left kidney labels swapped), and validation with test-time
   mirroring, Gaussian window weighting and the largest connected component per organ.
 
-The ``plus`` recipe is PROVISIONAL: it has not been chosen by measurement on dev splits. Its parts
+The ``plus`` recipe is PROVISIONAL: it has not been chosen by measurement on dev splits, and its
+first measurement (one seed, one held-out subject per modality; experiments/paper/README.md) was
+worse than the paper recipe with only the loss changed to Dice + cross-entropy. Its parts
 are the usual choices of published pipelines, taken as a starting point; whether each one helps
 here, and by how much, is still to be measured (issue 12), and its values will change with those
 measurements. The paper's tables are reproduced with ``paper``. Further candidates the pipeline
