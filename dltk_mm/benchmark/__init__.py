@@ -4,7 +4,10 @@
 * :mod:`~dltk_mm.benchmark.plan`: which runs (scheme x fold x seed) and their configurations;
 * :mod:`~dltk_mm.benchmark.data`: the manifest, or built-in phantoms;
 * :mod:`~dltk_mm.benchmark.execute` and :mod:`~dltk_mm.benchmark.evaluate`: train, skip finished
-  runs, evaluate the held-out fold through the one segmentation path;
+  runs, evaluate the held-out fold through the one segmentation path, scored in the label's own
+  geometry;
+* :mod:`~dltk_mm.benchmark.protocols`: the evaluation protocols (``paper``, ``improved``, the
+  ablation's);
 * :mod:`~dltk_mm.benchmark.aggregate`, :mod:`~dltk_mm.benchmark.tables`,
   :mod:`~dltk_mm.benchmark.figures`, :mod:`~dltk_mm.benchmark.paper_results`: Tables 1-3 and
   Figures 4-7 beside the paper's numbers;
@@ -15,7 +18,13 @@ The command line is ``dltk-mm-benchmark`` (:mod:`dltk_mm.cli.benchmark`).
 
 from dltk_mm.benchmark.aggregate import aggregate, load_results
 from dltk_mm.benchmark.driver import BenchmarkReport, run_benchmark
-from dltk_mm.benchmark.execute import RunEvent, RunOutcome, check_finished, run_one
+from dltk_mm.benchmark.execute import (
+    RunEvent,
+    RunOutcome,
+    ablation_results,
+    check_finished,
+    run_one,
+)
 from dltk_mm.benchmark.plan import BenchmarkSettings, RunSpec, plan_runs, run_config
 from dltk_mm.benchmark.presets import (
     ALL_SCHEMES,
@@ -37,6 +46,7 @@ __all__ = [
     "RunEvent",
     "RunOutcome",
     "RunSpec",
+    "ablation_results",
     "aggregate",
     "check_finished",
     "get_benchmark_preset",

@@ -1,23 +1,33 @@
 """Gathering the finished runs into ``results_all.csv``, Tables 1-3 and Figures 4-7.
 
-Only finished runs (``DONE.json``) count. The overlays (Figures 4 and 5) show, per modality, the
-first held-out subject of the fold and seed with the most schemes; its preprocessed volume comes
-from the preprocessing cache of the runs.
+Only finished runs (``DONE.json``) count. ``results_all.csv`` holds every evaluation protocol
+(column ``protocol``, :mod:`dltk_mm.benchmark.protocols`); Tables 1-3 and the figures in
+``tables/`` and ``figures/`` are the ``paper`` protocol's (compared with the paper's numbers), the
+same tables of the ``improved`` protocol go to ``tables/improved/``, and the ablation (when
+given) to ``tables/ablation.md`` and ``tables/ablation.csv``. The overlays (Figures 4 and 5)
+show, per modality, the first held-out subject of the fold and seed with the most schemes; its
+preprocessed volume comes from the preprocessing cache of the runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from absl import logging
 
 from dltk_mm.benchmark import figures, tables
 from dltk_mm.benchmark.evaluate import prediction_file
 from dltk_mm.benchmark.execute import DONE_FILE, EVALUATION_FILE
 from dltk_mm.benchmark.plan import RUNS_DIR, run_dir
+from dltk_mm.benchmark.protocols import IMPROVED, PAPER, main_protocols
+from dltk_mm.errors import ConfigurationError
+from dltk_mm.inference import InferenceConfig
 from dltk_mm.io.files import atomic_write
 from dltk_mm.io.manifest import load_manifest
 from dltk_mm.io.preprocessing import PreprocessedVolume, preprocess_manifest
@@ -25,6 +35,8 @@ from dltk_mm.training import load_config
 
 #: The gathered per-run results.
 RESULTS_FILE = "results_all.csv"
+#: Folder of the tables (``tables/improved/``: the ``improved`` protocol's).
+TABLES_DIR = "tables"
 #: Modality -> the paper's box-plot figure and overlay figure numbers.
 BOXPLOT_FIGURES: dict[str, int] = {"mr": 6, "ct": 7}
 OVERLAY_FIGURES: dict[str, int] = {"mr": 4, "ct": 5}
@@ -41,13 +53,36 @@ class OverlayInputs:
     seed: int
 
 
+def _legacy_protocol(done: Path) -> str:
+    """The protocol of an ``evaluation.csv`` written before protocols were recorded: ``paper``
+    if its ``DONE.json`` records the paper's inference options, else ``improved``."""
+    try:
+        recorded = json.loads(done.read_text(encoding="utf-8")).get("inference")
+        inference = InferenceConfig.from_dict(recorded or {})
+    except (OSError, ValueError, AttributeError, TypeError, ConfigurationError):
+        return PAPER
+    return PAPER if list(main_protocols(inference)) == [PAPER] else IMPROVED
+
+
 def load_results(results_dir: str | os.PathLike) -> pd.DataFrame:
-    """All finished runs' ``evaluation.csv`` under ``results_dir/runs`` in one frame."""
+    """All finished runs' ``evaluation.csv`` under ``results_dir/runs`` in one frame.
+
+    Files written before evaluation protocols (no ``protocol`` column; scored on the
+    preprocessed grid) get the protocol their ``DONE.json`` records and no segmentation time.
+    """
     frames = []
     for done in sorted(Path(results_dir, RUNS_DIR).glob(f"*/fold*/seed*/{DONE_FILE}")):
         path = done.parent / EVALUATION_FILE
-        if path.is_file():
-            frames.append(pd.read_csv(path, dtype={"subject_id": str}))
+        if not path.is_file():
+            continue
+        frame = pd.read_csv(path, dtype={"subject_id": str})
+        if "protocol" not in frame.columns:
+            logging.warning("%s predates evaluation protocols (scored on the preprocessed "
+                            "grid); rerun the benchmark to evaluate it again", path)
+            frame.insert(3, "protocol", _legacy_protocol(done))
+        if "segment_s" not in frame.columns:
+            frame["segment_s"] = np.nan
+        frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=list(tables.RUN_RESULT_COLUMNS))
     return pd.concat(frames, ignore_index=True)
@@ -95,23 +130,41 @@ def _overlay(results_dir: Path, results: pd.DataFrame, modality: str, path: Path
                                   path, title=title, scores=scores)
 
 
-def aggregate(results_dir: str | os.PathLike, header: str = "") -> dict[str, Path]:
+def aggregate(results_dir: str | os.PathLike, headers: Mapping[str, str] | None = None,
+              ablation: pd.DataFrame | None = None) -> dict[str, Path]:
     """Gathers every finished run and writes ``results_all.csv``, the tables and the figures.
 
     Args:
         results_dir: the benchmark's results folder.
-        header: Markdown put before the tables in ``tables/tables.md``.
+        headers: Markdown put before the tables, per protocol (``paper``: ``tables/tables.md``,
+            ``improved``: ``tables/improved/tables.md``) and ``"ablation"``.
+        ablation: the ablation's scores (:func:`~dltk_mm.benchmark.execute.ablation_results`),
+            or None for no ablation table.
 
     Returns:
-        Name -> path of every file written (empty when no run has finished).
+        Name -> path of every file written (empty when no run has finished); the
+        ``improved`` protocol's tables are named ``improved/<name>``.
     """
     results_dir = Path(results_dir)
+    headers = headers or {}
     results = load_results(results_dir)
     if results.empty:
         return {}
     files = {"results_all": atomic_write(results_dir / RESULTS_FILE,
                                          lambda p: results.to_csv(p, index=False))}
-    files.update(tables.write_tables(results, results_dir / "tables", header=header))
+    improved = results[results["protocol"] == IMPROVED]
+    if not improved.empty:
+        written = tables.write_tables(improved, results_dir / TABLES_DIR / IMPROVED,
+                                      header=headers.get(IMPROVED, ""))
+        files.update({f"{IMPROVED}/{name}": path for name, path in written.items()})
+    if ablation is not None and len(ablation):
+        files.update(tables.write_ablation(ablation, results_dir / TABLES_DIR,
+                                           header=headers.get("ablation", "")))
+    results = results[results["protocol"] == PAPER]
+    if results.empty:
+        return files
+    files.update(tables.write_tables(results, results_dir / TABLES_DIR,
+                                     header=headers.get(PAPER, "")))
     figure_dir = results_dir / "figures"
     for modality, number in BOXPLOT_FIGURES.items():
         if (results["modality"] == modality).any():

@@ -6,7 +6,11 @@ modalities and evaluated on the held-out fold of each modality with that modalit
 (:mod:`dltk_mm.benchmark.plan`, :mod:`dltk_mm.benchmark.execute`). Each run lives in
 ``<results_dir>/runs/<scheme>/fold<k>/seed<s>/``. Calling again skips finished runs and resumes an
 interrupted one from its newest checkpoint; SIGINT/SIGTERM stop the benchmark after a checkpoint.
-At the end all per-run results are gathered into ``results_all.csv``, ``tables/`` and ``figures/``
+Each run is evaluated under the paper's protocol and its own (``improved``,
+:mod:`dltk_mm.benchmark.protocols`), scored in the label's own geometry
+(:mod:`dltk_mm.benchmark.evaluate`); with ``ablation`` every finished run is also scored under the
+ablation's protocols. At the end all per-run results are gathered into ``results_all.csv``,
+``tables/`` (``tables/improved/``, ``tables/ablation.md``) and ``figures/``
 (:mod:`dltk_mm.benchmark.aggregate`).
 """
 
@@ -21,8 +25,17 @@ from typing import Any
 
 from dltk_mm.benchmark.aggregate import aggregate
 from dltk_mm.benchmark.data import resolve_manifest
-from dltk_mm.benchmark.execute import ProgressFn, RunOutcome, check_finished, execute_runs
+from dltk_mm.benchmark.execute import (
+    ProgressFn,
+    RunEvent,
+    RunOutcome,
+    ablation_results,
+    check_finished,
+    execute_runs,
+)
 from dltk_mm.benchmark.plan import BenchmarkSettings, RunSpec, plan_runs
+from dltk_mm.benchmark.protocols import ABLATION_ADDITIONS, IMPROVED, PAPER, main_protocols
+from dltk_mm.inference import InferenceConfig
 from dltk_mm.training import FolderLock
 
 
@@ -35,8 +48,12 @@ class BenchmarkReport:
         runs: the plan.
         outcomes: one per run visited, in order.
         interrupted_by: the signal that stopped the benchmark, or None.
-        files: name -> path of the tables and figures written (empty when interrupted).
+        files: name -> path of the tables and figures written (empty when interrupted); the
+            ``improved`` protocol's tables are ``improved/<name>``, the ablation's ``ablation``
+            and ``ablation.md``.
         elapsed_s: wall time of the call.
+        ablation: outcomes of the ablation's scoring (status ``"ablation"``), one per finished
+            run scored in this call.
     """
 
     results_dir: Path
@@ -45,28 +62,54 @@ class BenchmarkReport:
     interrupted_by: int | None
     files: dict[str, Path]
     elapsed_s: float
+    ablation: list[RunOutcome] = dataclasses.field(default_factory=list)
 
     def names(self, status: str) -> list[str]:
         """Names (``scheme/fold<k>/seed<s>``) of the runs with ``status``."""
         return [o.spec.name for o in self.outcomes if o.status == status]
 
 
-def header(settings: BenchmarkSettings, manifest: Path, runs: Sequence[RunSpec]) -> str:
-    """The Markdown that introduces ``tables/tables.md``: what was run, on what, how."""
+def _describe(inference: InferenceConfig) -> str:
+    mirror = "off"
+    if inference.mirror:
+        axes = getattr(inference, "mirror_axes", (0, 1, 2))
+        swap = getattr(inference, "mirror_swap", True)
+        mirror = f"axes {list(axes)}, {'with' if swap else 'without'} the kidney swap"
+    post = "largest component" if inference.largest_component else "none"
+    if inference.min_component_voxels:
+        post += f", components under {inference.min_component_voxels} voxels removed"
+    return (f"sliding window overlap {inference.overlap} ({inference.weighting}), mirroring "
+            f"{mirror}, post-processing {post}")
+
+
+def header(settings: BenchmarkSettings, manifest: Path, runs: Sequence[RunSpec],
+           protocol: str = PAPER) -> str:
+    """The Markdown that introduces a protocol's ``tables.md`` (``protocol``: ``paper``,
+    ``improved`` or ``ablation``): what was run, on what, how."""
     first = runs[0].config if runs else None
-    inference = runs[0].inference if runs else None
+    protocols = main_protocols(runs[0].inference) if runs else {}
+    title = {PAPER: "Tables 1-3 reproduced (the paper's evaluation protocol)",
+             IMPROVED: "Tables 1-3 under the improved evaluation protocol",
+             "ablation": "ablation of the inference additions"}.get(protocol, protocol)
     lines = [
-        "# dltk_mm: Valindria et al. (WACV 2018), Tables 1-3 reproduced",
+        f"# dltk_mm: Valindria et al. (WACV 2018), {title}",
         "",
         f"- preset: `{settings.preset.name}` ({settings.preset.description})",
         f"- data: `{manifest}`" + (" (built-in phantoms)" if settings.manifest is None else ""),
         f"- schemes: {', '.join(settings.effective_schemes)}; folds: "
         f"{sorted({r.fold for r in runs})}; seeds: {list(settings.effective_seeds)}",
     ]
-    if inference is not None:
-        lines.append(f"- evaluation: {settings.weights} weights, sliding window overlap "
-                     f"{inference.overlap} ({inference.weighting}), mirroring "
-                     f"{'on' if inference.mirror else 'off'}, on the preprocessed grid")
+    if protocol == "ablation":
+        lines.append(f"- evaluation: {settings.weights} weights, the paper's protocol plus "
+                     f"{', '.join(ABLATION_ADDITIONS)}; scored in the label's own geometry")
+    elif protocol in protocols:
+        lines.append(f"- evaluation (`{protocol}` protocol): {settings.weights} weights, "
+                     f"{_describe(protocols[protocol])}; scored in the label's own geometry "
+                     "(the label file's grid and spacing)")
+    if protocol == PAPER:
+        lines.append("- improved protocol: " + (
+            f"{_describe(protocols[IMPROVED])} (tables/improved/)" if IMPROVED in protocols
+            else "the same as the paper's (the runs' evaluation is the paper's)"))
     if first is not None:
         lines.append(
             f"- training: {first.steps} steps, batch {first.pipeline.batch_size} x "
@@ -120,12 +163,30 @@ def run_benchmark(settings: BenchmarkSettings, callbacks: Sequence[Any] = (),
     outcomes: list[RunOutcome] = []
     interrupted_by = None
     files: dict[str, Path] = {}
+    ablation: list[RunOutcome] = []
     with FolderLock(results_dir, purpose="benchmark results folder"):
         manifest, runs = _prepare(settings)
         if not aggregate_only:
             outcomes, interrupted_by = execute_runs(runs, settings, callbacks, progress)
         if interrupted_by is None:
-            files = aggregate(results_dir, header=header(settings, manifest, runs))
+            scores = None
+            if settings.ablation:
+                scores = ablation_results(runs, settings, compute=not aggregate_only,
+                                          progress=_collect(ablation, progress))
+            headers = {name: header(settings, manifest, runs, name)
+                       for name in (PAPER, IMPROVED, "ablation")}
+            files = aggregate(results_dir, headers=headers, ablation=scores)
     return BenchmarkReport(results_dir=results_dir, runs=runs, outcomes=outcomes,
                            interrupted_by=interrupted_by, files=files,
-                           elapsed_s=time.monotonic() - started)
+                           elapsed_s=time.monotonic() - started, ablation=ablation)
+
+
+def _collect(outcomes: list[RunOutcome], progress: ProgressFn | None) -> ProgressFn:
+    """A progress function that keeps every outcome, then passes the event on."""
+    def collect(event: RunEvent) -> None:
+        if event.outcome is not None:
+            outcomes.append(event.outcome)
+        if progress is not None:
+            progress(event)
+
+    return collect

@@ -1,9 +1,18 @@
 """Executing the plan: train each run (or resume it), evaluate it, mark it finished.
 
-A run is finished when ``<model_dir>/DONE.json`` exists; it is written atomically after the run's
-``evaluation.csv``, so a run killed at any moment is either finished or redone (resumed from its
-newest checkpoint, or only evaluated again when its training had ended). A finished run whose
-saved configuration differs from the plan's is refused, never overwritten.
+A run is finished when ``<model_dir>/DONE.json`` exists and records the evaluation asked for; it
+is written atomically after the run's ``evaluation.csv``, so a run killed at any moment is either
+finished or redone (resumed from its newest checkpoint, or only evaluated again when its training
+had ended). A finished run whose saved configuration differs from the plan's is refused, never
+overwritten.
+
+A run is evaluated under the ``paper`` protocol and, where it differs, the ``improved`` one
+(:mod:`dltk_mm.benchmark.protocols`); ``evaluation.csv`` holds both (column ``protocol``) and
+``DONE.json`` records their options, the weights and the scoring, so that a change of any of them
+(or a ``DONE.json`` written before protocols were recorded) makes the run be evaluated again, not
+retrained. :func:`ablation_results` scores finished runs under the ablation's protocols as well;
+every protocol's scores are cached in the run folder (:func:`~dltk_mm.benchmark.evaluate.
+protocol_scores`), so nothing is segmented twice.
 """
 
 from __future__ import annotations
@@ -14,16 +23,22 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from absl import logging
 
-from dltk_mm.benchmark.evaluate import evaluate_run
+from dltk_mm.benchmark.evaluate import SCORING, protocol_scores
 from dltk_mm.benchmark.plan import BenchmarkSettings, RunSpec
+from dltk_mm.benchmark.protocols import PAPER, ablation_protocols, main_protocols
+from dltk_mm.benchmark.tables import RUN_RESULT_COLUMNS
 from dltk_mm.errors import ConfigurationError
 from dltk_mm.io.files import atomic_write, atomic_write_text
-from dltk_mm.training import load_config, train
+from dltk_mm.training import TrainConfig, latest_checkpoint, load_config, train
+from dltk_mm.training.checkpointing import checkpoint_step
+from dltk_mm.training.model_dir import CONFIG_FILE
 
 #: The completion marker of a run.
 DONE_FILE = "DONE.json"
@@ -41,11 +56,14 @@ class RunOutcome:
     Attributes:
         spec: the run.
         status: ``"skipped"`` (already finished), ``"done"`` (trained and evaluated now),
-            ``"evaluated"`` (trained earlier, evaluated again now) or ``"interrupted"``.
+            ``"evaluated"`` (trained earlier, evaluated again now), ``"interrupted"``, or
+            ``"ablation"`` (scored under the ablation's protocols, :func:`ablation_results`).
         initial_step: the step training started from in this call (-1 if skipped).
         elapsed_s: wall time spent on it in this call.
-        mean_dice: mean Dice over its held-out subjects and organs (NaN if not evaluated).
+        mean_dice: mean Dice over its held-out subjects and organs under the ``paper``
+            protocol (NaN if not evaluated).
         interrupted_by: the signal that stopped its training, or None.
+        protocol_dice: protocol -> mean Dice, for every protocol evaluated.
     """
 
     spec: RunSpec
@@ -54,6 +72,7 @@ class RunOutcome:
     elapsed_s: float = 0.0
     mean_dice: float = math.nan
     interrupted_by: int | None = None
+    protocol_dice: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,22 +99,18 @@ class RunEvent:
 ProgressFn = Callable[[RunEvent], None]
 
 
-def run_state(spec: RunSpec, settings: BenchmarkSettings) -> str:
-    """Where a run stands: :data:`NEW`, :data:`TRAINED` or :data:`FINISHED`.
+def done_record(spec: RunSpec, settings: BenchmarkSettings) -> dict[str, Any]:
+    """What ``DONE.json`` records of a run's evaluation (compared by :func:`run_state`): the
+    options of each protocol, the weights, the scoring and whether surface metrics were asked."""
+    record = {"protocols": {name: inference.to_dict()
+                            for name, inference in main_protocols(spec.inference).items()},
+              "weights": settings.weights, "scoring": SCORING,
+              "surface_metrics": settings.surface_metrics}
+    return json.loads(json.dumps(record))  # as read back from the file
 
-    ``FINISHED``: ``DONE.json`` exists and records the evaluation the settings ask for.
-    ``TRAINED``: finished, but evaluated otherwise (other inference options or weights): only
-    the evaluation is redone. ``NEW``: to train, or to resume (also a finished run asked for more
-    steps).
 
-    Raises:
-        ConfigurationError: a finished run whose saved configuration differs from ``spec``'s in
-            more than the schedule options (the cache folder aside), or that trained more steps
-            than asked.
-    """
-    marker = spec.model_dir / DONE_FILE
-    if not marker.is_file():
-        return NEW
+def _check_saved(spec: RunSpec) -> TrainConfig:
+    """The run folder's saved configuration; refused if not the plan's (see run_state)."""
     saved = load_config(spec.model_dir)
     different = saved.incompatible_differences(spec.config)
     different.pop("cache_dir", None)
@@ -107,13 +122,59 @@ def run_state(spec: RunSpec, settings: BenchmarkSettings) -> str:
             f"{spec.model_dir} holds a finished run with other settings ({shown}); use another "
             "--results_dir for other settings, or move that run folder away to redo it"
         )
-    if saved.steps < spec.config.steps:
+    return saved
+
+
+def _training_ended(spec: RunSpec) -> bool:
+    """Whether the run folder's newest checkpoint is at the run's last step."""
+    import tensorflow as tf
+
+    try:
+        prefix = latest_checkpoint(spec.model_dir)
+        return prefix is not None and checkpoint_step(prefix) == spec.config.steps
+    except (ConfigurationError, tf.errors.OpError) as error:
+        logging.warning("%s: unreadable checkpoint (%s); training decides", spec.model_dir, error)
+        return False
+
+
+def _read_done(marker: Path) -> dict[str, Any]:
+    try:
+        done = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        logging.warning("unreadable %s (%s): evaluating the run again", marker, error)
+        return {}
+    return done if isinstance(done, dict) else {}
+
+
+def run_state(spec: RunSpec, settings: BenchmarkSettings) -> str:
+    """Where a run stands: :data:`NEW`, :data:`TRAINED` or :data:`FINISHED`.
+
+    ``FINISHED``: ``DONE.json`` exists and records the evaluation the settings ask for
+    (:func:`done_record`). ``TRAINED``: finished but evaluated otherwise (other protocol
+    options, weights or scoring; a ``DONE.json`` without that record, from an older version), or
+    its ``DONE.json`` lost after its training ended: only the evaluation is redone. ``NEW``: to
+    train, or to resume (also a finished run asked for more steps).
+
+    Raises:
+        ConfigurationError: a finished run whose saved configuration differs from ``spec``'s in
+            more than the schedule options (the cache folder aside), or that trained more steps
+            than asked.
+    """
+    marker = spec.model_dir / DONE_FILE
+    if not marker.is_file():
+        if (spec.model_dir / CONFIG_FILE).is_file() and _training_ended(spec):
+            _check_saved(spec)
+            logging.info("%s: trained, not marked finished: evaluating it", spec.name)
+            return TRAINED
         return NEW
-    done = json.loads(marker.read_text(encoding="utf-8"))
-    evaluated = (done.get("inference", spec.inference.to_dict()), done.get("weights"))
-    if evaluated != (spec.inference.to_dict(), settings.weights):
-        logging.info("%s: finished, evaluated with other options %s: evaluating again",
-                     spec.name, evaluated)
+    if _check_saved(spec).steps < spec.config.steps:
+        return NEW
+    done = _read_done(marker)
+    wanted = done_record(spec, settings)
+    evaluated = {key: done.get(key) for key in wanted}
+    if evaluated != wanted:
+        logging.info("%s: finished, evaluated otherwise (%s): evaluating again", spec.name,
+                     evaluated)
         return TRAINED
     return FINISHED
 
@@ -123,11 +184,17 @@ def check_finished(spec: RunSpec, settings: BenchmarkSettings) -> bool:
     return run_state(spec, settings) == FINISHED
 
 
-def _mark_done(spec: RunSpec, settings: BenchmarkSettings, mean_dice: float, subjects: int,
-               elapsed_s: float) -> None:
+def _mean_dice(frame: pd.DataFrame) -> dict[str, float]:
+    return {str(name): float(np.nanmean(part["dice"])) if part["dice"].notna().any()
+            else math.nan for name, part in frame.groupby("protocol", sort=False)}
+
+
+def _mark_done(spec: RunSpec, settings: BenchmarkSettings, dice: dict[str, float],
+               subjects: int, elapsed_s: float) -> None:
     done = {"scheme": spec.scheme, "fold": spec.fold, "seed": spec.seed,
-            "steps": spec.config.steps, "weights": settings.weights,
-            "inference": spec.inference.to_dict(), "subjects": subjects, "mean_dice": mean_dice,
+            "steps": spec.config.steps, **done_record(spec, settings),
+            "inference": spec.inference.to_dict(), "subjects": subjects,
+            "mean_dice": dice.get(PAPER, math.nan), "protocol_dice": dice,
             "elapsed_s_this_call": elapsed_s,
             "finished": datetime.datetime.now().isoformat(timespec="seconds")}
     atomic_write_text(spec.model_dir / DONE_FILE, json.dumps(done, indent=1))
@@ -158,14 +225,15 @@ def run_one(spec: RunSpec, settings: BenchmarkSettings, callbacks: Sequence[Any]
                               elapsed_s=time.monotonic() - started,
                               interrupted_by=int(result.interrupted_by))
         initial_step = result.initial_step
-    frame = evaluate_run(spec, settings)
+    frame = protocol_scores(spec, settings, main_protocols(spec.inference))
     atomic_write(spec.model_dir / EVALUATION_FILE, lambda p: frame.to_csv(p, index=False))
-    mean = float(np.nanmean(frame["dice"])) if len(frame) else math.nan
+    dice = _mean_dice(frame)
     subjects = int(frame["subject_id"].nunique()) if len(frame) else 0
     elapsed = time.monotonic() - started
-    _mark_done(spec, settings, mean, subjects, elapsed)
+    _mark_done(spec, settings, dice, subjects, elapsed)
     return RunOutcome(spec, "done" if state == NEW else "evaluated", initial_step=initial_step,
-                      elapsed_s=elapsed, mean_dice=mean)
+                      elapsed_s=elapsed, mean_dice=dice.get(PAPER, math.nan),
+                      protocol_dice=dice)
 
 
 def execute_runs(runs: Sequence[RunSpec], settings: BenchmarkSettings,
@@ -196,3 +264,31 @@ def execute_runs(runs: Sequence[RunSpec], settings: BenchmarkSettings,
         if outcome.status == "interrupted":
             return outcomes, outcome.interrupted_by
     return outcomes, None
+
+
+def ablation_results(runs: Sequence[RunSpec], settings: BenchmarkSettings,
+                     compute: bool = True, progress: ProgressFn | None = None) -> pd.DataFrame:
+    """Every finished run's scores under ``paper``, the ablation's protocols and ``improved``.
+
+    Scores cached in the run folders are reused; the others are evaluated with the trained
+    model (never retrained) and cached, unless ``compute`` is False (then left out).
+
+    Returns:
+        Rows of :data:`~dltk_mm.benchmark.tables.RUN_RESULT_COLUMNS` of every protocol.
+    """
+    frames = []
+    finished = [spec for spec in runs if check_finished(spec, settings)]
+    for index, spec in enumerate(finished, start=1):
+        started = time.monotonic()
+        protocols = {**main_protocols(spec.inference), **ablation_protocols(spec.inference)}
+        frame = protocol_scores(spec, settings, protocols, compute=compute)
+        frames.append(frame)
+        if progress is not None and compute:
+            dice = _mean_dice(frame)
+            outcome = RunOutcome(spec, "ablation", elapsed_s=time.monotonic() - started,
+                                 mean_dice=dice.get(PAPER, math.nan), protocol_dice=dice)
+            progress(RunEvent(index, len(finished), spec, outcome, len(finished) - index))
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=list(RUN_RESULT_COLUMNS))
+    return pd.concat(frames, ignore_index=True)

@@ -3,8 +3,9 @@
 A run's :class:`~dltk_mm.training.TrainConfig` is built in layers, later winning: the defaults
 (the paper's settings, docs/paper.md, sections 4 and 5), the preset's overrides, the benchmark's
 cache folder, the user's overrides, then the run's own manifest, scheme, fold and seed. A run's
-held-out fold is segmented as its validation was (``TrainConfig.inference``) unless the settings
-change it. Nothing here reads or writes a file.
+held-out fold is segmented under the paper's protocol and as its validation was
+(``TrainConfig.inference``, changed by the settings' inference overrides: the ``improved``
+protocol, :mod:`dltk_mm.benchmark.protocols`). Nothing here reads or writes a file.
 """
 
 from __future__ import annotations
@@ -47,12 +48,15 @@ class BenchmarkSettings:
         phantoms_per_modality: CT and MR phantoms generated without a manifest (default: preset).
         phantom_seed: seed of the phantom generator.
         inference_overrides: :class:`~dltk_mm.inference.InferenceConfig` field -> value
-            changing, for the evaluation of the held-out volumes, each run's own
-            ``TrainConfig.inference`` (the one its validation used).
+            changing, for the ``improved`` evaluation protocol of the held-out volumes, each
+            run's own ``TrainConfig.inference`` (the one its validation used); every run is also
+            evaluated under the paper's protocol (:mod:`dltk_mm.benchmark.protocols`).
         weights: evaluate the ``"last"`` weights (default; no model selection on the test fold)
             or the ``"best"`` validation weights.
         surface_metrics: also compute HD95 and ASSD.
         max_runs: stop after training this many runs (None: all); for splitting the work.
+        ablation: also score every finished run under the ablation's protocols (the paper's
+            plus one inference addition each) and write ``tables/ablation.md``.
     """
 
     results_dir: Path
@@ -68,6 +72,7 @@ class BenchmarkSettings:
     weights: str = "last"
     surface_metrics: bool = True
     max_runs: int | None = None
+    ablation: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "results_dir", Path(self.results_dir))
@@ -113,7 +118,8 @@ class RunSpec:
         seed: training seed.
         model_dir: the run's folder.
         config: its training configuration.
-        inference: how its held-out volumes are segmented for the evaluation.
+        inference: how its held-out volumes are segmented for the ``improved`` evaluation
+            protocol (the ``paper`` one is :func:`~dltk_mm.benchmark.protocols.paper_inference`).
     """
 
     scheme: str

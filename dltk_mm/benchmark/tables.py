@@ -12,7 +12,13 @@ organ: ``scheme, fold, seed, subject_id, modality, organ, dice, hd95_mm, assd_mm
   values, and the paper's value. The paper gives means only, so only means can be compared.
 * A supplementary table of the surface distances (HD95, ASSD in mm; no paper numbers).
 
-Schemes without paper numbers (``msbn``) show ``-`` in the paper and difference columns.
+These take the results of one evaluation protocol (the ``protocol`` column,
+:mod:`dltk_mm.benchmark.protocols`). Schemes without paper numbers (``msbn``) show ``-`` in the
+paper and difference columns.
+
+* The ablation table (:func:`ablation_table`): one row per protocol and scheme, the mean Dice per
+  organ and modality, their means (MR, CT, both: Table 3's definition), the change of ``both``
+  from the ``paper`` protocol, and the mean segmentation time per volume.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from dltk_mm.benchmark.paper_results import (
     paper_dice,
     paper_overall,
 )
+from dltk_mm.benchmark.protocols import PAPER, protocol_rank
 from dltk_mm.core.label_map import NUM_CLASSES, organ_names
 from dltk_mm.evaluation import RESULT_COLUMNS
 from dltk_mm.io.files import atomic_write, atomic_write_text
@@ -39,11 +46,13 @@ from dltk_mm.io.files import atomic_write, atomic_write_text
 #: What identifies a run in the per-run results: its scheme, held-out fold and seed.
 RUN_KEYS: tuple[str, ...] = ("scheme", "fold", "seed")
 
-#: Columns of the per-run result files: the run, then the per-subject evaluation columns of
+#: Columns of the per-run result files: the run, the evaluation protocol
+#: (:mod:`dltk_mm.benchmark.protocols`), the per-subject evaluation columns of
 #: :data:`dltk_mm.evaluation.RESULT_COLUMNS` without its file names (the prediction lives in the
-#: run folder).
+#: run folder), then the volume's segmentation time in seconds.
 RUN_RESULT_COLUMNS: tuple[str, ...] = (
-    *RUN_KEYS, *(c for c in RESULT_COLUMNS if c not in ("prediction", "label")),
+    *RUN_KEYS, "protocol", *(c for c in RESULT_COLUMNS if c not in ("prediction", "label")),
+    "segment_s",
 )
 
 #: Name of the row holding the mean over organs in Tables 1 and 2.
@@ -86,9 +95,9 @@ def check_results(results: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(
             f"results lack the column(s) {missing}; expected {list(RUN_RESULT_COLUMNS)}")
     frame = results.copy()
-    for column in ("scheme", "modality", "organ", "subject_id"):
+    for column in ("scheme", "protocol", "modality", "organ", "subject_id"):
         frame[column] = frame[column].astype(str)
-    for column in ("dice", "hd95_mm", "assd_mm"):
+    for column in ("dice", "hd95_mm", "assd_mm", "segment_s"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
 
@@ -195,6 +204,47 @@ def surface_table(results: pd.DataFrame) -> pd.DataFrame:
                                        "hd95_std", "assd_mean", "assd_std", "missed"])
 
 
+def ablation_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The ablation: per protocol (in :data:`~dltk_mm.benchmark.protocols.PROTOCOL_ORDER`) and
+    scheme, the mean Dice of each (modality, organ) over all held-out subjects, folds and seeds.
+
+    Returns:
+        Columns ``protocol, scheme, volumes, mr_<organ>..., ct_<organ>..., mr_mean, ct_mean,
+        both, difference, seconds_per_volume``: ``both`` is the mean of the eight (modality,
+        organ) means (:func:`overall_table`), ``difference`` its change from the ``paper``
+        protocol of the same scheme (NaN without it), ``seconds_per_volume`` the mean
+        segmentation time of a held-out volume.
+    """
+    frame = check_results(results)
+    organs = organ_names(NUM_CLASSES)
+    rows = []
+    for protocol in sorted(frame["protocol"].unique(), key=protocol_rank):
+        own = frame[frame["protocol"] == protocol]
+        overall = overall_table(own).set_index("scheme")
+        for scheme in scheme_order(own["scheme"].unique()):
+            cells = own[own["scheme"] == scheme]
+            row: dict[str, object] = {"protocol": protocol, "scheme": scheme}
+            volumes = cells.drop_duplicates([*RUN_KEYS, "modality", "subject_id"])
+            row["volumes"] = len(volumes)
+            for modality in ("mr", "ct"):
+                for organ in organs:
+                    row[f"{modality}_{organ}"] = _mean_std(
+                        cells[(cells["modality"] == modality) & (cells["organ"] == organ)]
+                        ["dice"])[0]
+            row.update(mr_mean=overall.loc[scheme, "mr_mean"],
+                       ct_mean=overall.loc[scheme, "ct_mean"],
+                       both=overall.loc[scheme, "measured_mean"])
+            row["seconds_per_volume"] = _mean_std(volumes["segment_s"])[0]
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=[
+        "protocol", "scheme", "volumes", *(f"{m}_{o}" for m in ("mr", "ct") for o in organs),
+        "mr_mean", "ct_mean", "both", "seconds_per_volume"])
+    paper = table[table["protocol"] == PAPER].set_index("scheme")["both"]
+    table.insert(table.columns.get_loc("both") + 1, "difference",
+                 table["both"] - table["scheme"].map(paper).astype(float))
+    return table
+
+
 # ---------------------------------------------------------------------------------------------
 # Markdown
 
@@ -295,7 +345,8 @@ def surface_table_markdown(table: pd.DataFrame) -> str:
     return "\n".join([
         "## Surface distances (not in the paper)",
         "",
-        "HD95 and ASSD in mm on the preprocessed grid (mean ± standard deviation); `missed`: "
+        "HD95 and ASSD in mm in the label's own geometry (its grid and spacing; mean ± standard "
+        "deviation); `missed`: "
         "subjects where the organ was not predicted at all (infinite distance, left out of the "
         "means).",
         "",
@@ -305,9 +356,59 @@ def surface_table_markdown(table: pd.DataFrame) -> str:
     ])
 
 
+def ablation_table_markdown(table: pd.DataFrame) -> str:
+    """Markdown of :func:`ablation_table` (a scheme column only when there are several)."""
+    organs = organ_names(NUM_CLASSES)
+    several = table["scheme"].nunique() > 1
+    headers = ["Protocol", *(["Scheme"] if several else []),
+               *(f"{MODALITY_TITLES[m]} {ORGAN_TITLES.get(o, o)}" for m in ("mr", "ct")
+                 for o in organs), "MR", "CT", "Both", "Change", "s / volume"]
+    rows = []
+    for _, r in table.iterrows():
+        rows.append([f"`{r['protocol']}`", *([_title(r["scheme"])] if several else []),
+                     *(_number(r[f"{m}_{o}"]) for m in ("mr", "ct") for o in organs),
+                     _number(r["mr_mean"]), _number(r["ct_mean"]), _number(r["both"]),
+                     _signed(r["difference"]), _number(r["seconds_per_volume"], 2)])
+    align = ["l", *(["l"] if several else []), *["r"] * (len(headers) - 1 - several)]
+    return "\n".join([
+        "## Ablation: the paper's evaluation protocol plus one inference addition each",
+        "",
+        "Mean Dice over all held-out subjects, folds and seeds, scored in the label's own "
+        "geometry. `paper`: the paper's protocol (uniform blending, no mirroring, no "
+        "post-processing); `+gaussian`: Gaussian blending; `+mirror`: test-time mirroring of the "
+        "three axes, right/left kidney channels swapped after left-right flips; "
+        "`+mirror_no_swap`: the same without the swap; `+mirror_no_lr`: mirroring without the "
+        "left-right flip; `+largest_component`: the largest connected component per organ; "
+        "`all`: Gaussian blending, mirroring and the largest component; `improved`: the runs' "
+        "own evaluation. Both: the mean of the eight (modality, organ) means (Table 3); Change: "
+        "Both minus the `paper` protocol's; s / volume: mean segmentation time of a held-out "
+        "volume.",
+        "",
+        _markdown(headers, rows, align),
+        "",
+    ])
+
+
+def write_ablation(results: pd.DataFrame, out_dir: str | os.PathLike,
+                   header: str = "") -> dict[str, Path]:
+    """Writes :func:`ablation_table` as ``ablation.csv`` and ``ablation.md`` (after ``header``).
+
+    Returns:
+        Name -> path of the files written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = ablation_table(results)
+    sections = [header] if header else []
+    sections.append(ablation_table_markdown(table))
+    return {"ablation": _write_csv(table, out_dir / "ablation.csv"),
+            "ablation.md": atomic_write_text(out_dir / "ablation.md", "\n".join(sections))}
+
+
 def write_tables(results: pd.DataFrame, out_dir: str | os.PathLike,
                  header: str = "") -> dict[str, Path]:
-    """Writes Tables 1-3 and the surface-distance table as CSV and Markdown.
+    """Writes Tables 1-3 and the surface-distance table of one protocol's results as CSV and
+    Markdown.
 
     Files: ``table1_mr.csv``, ``table2_ct.csv``, ``table3_overall.csv``, ``table_surface.csv``
     and ``tables.md`` (all tables, after ``header``).

@@ -5,9 +5,11 @@ It holds ``format`` (``"dltk_mm.saved_model"``), ``format_version``, ``dltk_mm_v
 ``num_classes``, ``patch_size`` (z, y, x) and ``size_factor`` (the stride product per axis),
 ``preprocessing`` (:class:`~dltk_mm.io.preprocessing.PreprocessingConfig` as a dict: the exact
 settings used in training), ``inference`` (:class:`~dltk_mm.inference.segment.InferenceConfig` as
-a dict: overlap, blending, mirroring and post-processing the export was made for, the defaults of
-``dltk-mm-predict --saved_model``), ``scheme`` and ``build_config`` (the
-:func:`~dltk_mm.networks.build_multistream` arguments), and any ``extra`` information given.
+a dict: overlap, blending, mirroring (its axes and kidney swap) and post-processing the export was
+made for, the defaults of ``dltk-mm-predict --saved_model`` and the settings of its
+``segment_<modality>`` signatures; keys an older export lacks take their defaults), ``scheme``
+and ``build_config`` (the :func:`~dltk_mm.networks.build_multistream` arguments), and any
+``extra`` information given.
 """
 
 from __future__ import annotations

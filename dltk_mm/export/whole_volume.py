@@ -11,7 +11,8 @@ of raw intensities with its geometry and gets the label map on the same grid, wi
 2. the z-score of the training (``per_volume`` or ``per_slice``);
 3. the sliding window (windows of the training patch with the export's overlap, centred zero
    padding of axes shorter than the patch, ``uniform`` or ``gaussian`` blending), optionally
-   with test-time mirroring (8 flips, right/left kidney channels swapped by a left-right flip);
+   with test-time mirroring (every combination of flips of the export's ``mirror_axes``, the
+   right/left kidney channels of left-right flips swapped when its ``mirror_swap`` is on);
 4. the argmax, optionally keeping only the largest face-connected component of each organ and /
    or removing components smaller than ``min_component_voxels``;
 5. nearest-neighbour resampling of the labels back onto the input's grid.
@@ -20,8 +21,10 @@ Inputs: ``volume`` float32 ``(z, y, x)`` (the array order of SimpleITK's ``GetAr
 and of nibabel's data transposed), ``spacing`` float64 ``(3,)`` and ``origin`` float64 ``(3,)``
 in (x, y, z) order, ``direction`` float64 ``(9,)`` row-major direction cosines (ITK/LPS
 convention), ``mirror`` bool, ``largest_component`` bool and ``min_component_voxels`` int32
-scalars. Output: ``{"labels": uint8 (z, y, x)}``. The overlap, blending and window batch come
-from the export's :class:`~dltk_mm.inference.segment.InferenceConfig`.
+scalars. Output: ``{"labels": uint8 (z, y, x)}``. The overlap, blending, window batch and the
+mirroring's axes and kidney swap come from the export's
+:class:`~dltk_mm.inference.segment.InferenceConfig` (recorded in its metadata); the ``mirror``
+input turns that mirroring on or off.
 """
 
 from __future__ import annotations
@@ -185,14 +188,23 @@ def _corners(shape: tf.Tensor, patch: Sequence[int], stride: Sequence[int]) -> t
     return tf.reshape(tf.stack(grids, axis=-1), [-1, 3])
 
 
-def mirrored(probabilities_fn: ProbabilitiesFn, num_classes: int) -> ProbabilitiesFn:
-    """Test-time mirroring (:func:`dltk_mm.inference.segment.mirrored`) in TensorFlow ops."""
-    pairs = MIRROR_SWAP_PAIRS if num_classes == NUM_CLASSES else ()
+def mirrored(probabilities_fn: ProbabilitiesFn, num_classes: int,
+             axes: Sequence[int] = MIRROR_AXES, swap: bool = True) -> ProbabilitiesFn:
+    """Test-time mirroring (:func:`dltk_mm.inference.segment.mirrored`) in TensorFlow ops.
+
+    Args:
+        probabilities_fn: windows -> probabilities.
+        num_classes: classes of the label map (the kidneys are swapped only in the project's).
+        axes: the flipped axes (``InferenceConfig.mirror_axes``), every combination of them.
+        swap: swap the right/left kidney channels of flips of the left-right axis
+            (``InferenceConfig.mirror_swap``).
+    """
+    pairs = MIRROR_SWAP_PAIRS if swap and num_classes == NUM_CLASSES else ()
     order = list(range(num_classes))
     for first, second in pairs:
         order[first], order[second] = second, first
-    flips = [combo for count in range(len(MIRROR_AXES) + 1)
-             for combo in itertools.combinations(MIRROR_AXES, count)]
+    flips = [combo for count in range(len(axes) + 1)
+             for combo in itertools.combinations(axes, count)]
 
     def mirrored_probabilities(windows: tf.Tensor) -> tf.Tensor:
         total = None
@@ -317,7 +329,9 @@ def segment_endpoint(probabilities_fn: ProbabilitiesFn, modality: str,
     """The function of a ``segment_<modality>`` signature (inputs: the module docstring)."""
     spacing_mm = float(preprocessing.spacing_mm)
     clip = preprocessing.ct_clip_min if is_ct(modality) else None
-    plain, with_mirror = probabilities_fn, mirrored(probabilities_fn, num_classes)
+    plain = probabilities_fn
+    with_mirror = mirrored(probabilities_fn, num_classes, axes=config.mirror_axes,
+                           swap=config.mirror_swap)
 
     def segment(volume: tf.Tensor, spacing: tf.Tensor, origin: tf.Tensor, direction: tf.Tensor,
                 mirror: tf.Tensor, largest_component: tf.Tensor,

@@ -1,6 +1,7 @@
 """The absl flags of :class:`~dltk_mm.inference.segment.InferenceConfig`, derived from its fields.
 
-``--overlap``, ``--weighting``, ``--batch_size``, ``--mirror``, ``--largest_component`` and
+``--overlap``, ``--weighting``, ``--batch_size``, ``--mirror``, ``--mirror_axes`` (e.g.
+``--mirror_axes=0,1``), ``--mirror_swap`` / ``--nomirror_swap``, ``--largest_component`` and
 ``--min_component_voxels``, with the dataclass's defaults (the paper's protocol) and its
 ``Attributes:`` documentation as help (:mod:`dltk_mm.flag_fields`). This module imports no
 TensorFlow, so a command can define and check these flags before its start-up.

@@ -3,14 +3,14 @@
 Every caller segments through :func:`segment_volume`: validation during training,
 ``dltk-mm-predict``, the benchmark's evaluation and the SavedModel export. It runs, in order:
 
-1. the sliding window (:func:`~dltk_mm.inference.sliding_window.sliding_window_inference`):
+1. the sliding window (:func:`~dltk_mm.inference.sliding_window.blended_slabs`):
    windows of the training patch size with ``overlap``, batched, blended ``"uniform"`` (the
    paper: a plain average of overlapping probabilities) or ``"gaussian"`` (centre-weighted);
 2. optional test-time mirroring (:func:`mirrored`): every window is also segmented flipped along
-   each combination of the three axes, each output is flipped back and the probabilities are
-   averaged; a flip of the x axis (the patient's left-right axis of the LPS-canonical ``(z, y, x)``
-   array) exchanges the right and left kidney channels
-   (:data:`~dltk_mm.core.label_map.MIRROR_SWAP_PAIRS`);
+   each combination of ``mirror_axes`` (all three by default), each output is flipped back and the
+   probabilities are averaged; with ``mirror_swap`` (the default) the outputs of flips of the x
+   axis (the patient's left-right axis of the LPS-canonical ``(z, y, x)`` array) exchange the
+   right and left kidney channels (:data:`~dltk_mm.core.label_map.MIRROR_SWAP_PAIRS`);
 3. the argmax;
 4. optional post-processing of the labels (:func:`keep_components`): per organ, keep only the
    largest connected component and / or remove components below ``min_component_voxels``
@@ -36,17 +36,20 @@ from absl import logging
 
 from dltk_mm.core.label_map import MIRROR_SWAP_PAIRS, NUM_CLASSES
 from dltk_mm.errors import ConfigurationError
-from dltk_mm.inference.sliding_window import sliding_window_inference
+from dltk_mm.inference.sliding_window import blended_slabs
 
 ProbabilitiesFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, int], None]
 
 #: Window blendings: ``"uniform"`` (the paper) or ``"gaussian"``.
 WEIGHTINGS: tuple[str, ...] = ("uniform", "gaussian")
-#: Axes of a ``(z, y, x)`` volume that test-time mirroring flips (every combination of them).
+#: Axes of a ``(z, y, x)`` volume that test-time mirroring may flip (every combination of those
+#: of ``InferenceConfig.mirror_axes``; all three by default).
 MIRROR_AXES: tuple[int, ...] = (0, 1, 2)
 #: The patient's left-right axis of an LPS-canonical ``(z, y, x)`` volume.
 LEFT_RIGHT_AXIS: int = 2
+#: Voxels per chunk of the argmax and of component counting (their int64 temporaries: 8 MB).
+_CHUNK_VOXELS = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +62,17 @@ class InferenceConfig:
         weighting: Blending of overlapping windows: uniform (a plain average, the paper) or
             gaussian (centre-weighted).
         batch_size: Windows per network call.
-        mirror: Test-time mirroring: average the probabilities of the 8 flips of the three
-            axes (a left-right flip swaps the right/left kidney channels); 8 times the work.
-            Off in the paper.
+        mirror: Test-time mirroring: average the probabilities of every combination of flips
+            of mirror_axes (8 for the three axes, 8 times the work). Off in the paper.
+        mirror_axes: Axes of the (z, y, x) preprocessed volume that test-time mirroring flips
+            (0 z, 1 y, 2 x, the patient's left-right axis); every combination of them is
+            segmented, the identity included (2 ** len(mirror_axes) passes).
+        mirror_swap: With mirroring, swap the right/left kidney channels of the outputs of
+            flips that include the left-right axis before averaging. Right for a network that
+            tells the kidneys apart by absolute position or shape; an FCN that tells them apart
+            by context (the liver beside the right kidney) still calls the kidney next to the
+            liver "right kidney" in the flipped image, so for it flipping back without the swap
+            is right. Which holds is measured (the benchmark's ablation), not assumed.
         largest_component: Keep only the largest connected component of each organ. Off in
             the paper.
         min_component_voxels: Remove connected components of an organ smaller than this many
@@ -72,10 +83,14 @@ class InferenceConfig:
     weighting: str = "uniform"
     batch_size: int = 4
     mirror: bool = False
+    mirror_axes: tuple[int, ...] = MIRROR_AXES
+    mirror_swap: bool = True
     largest_component: bool = False
     min_component_voxels: int = 0
 
     def __post_init__(self) -> None:
+        # A JSON list (config.json, an export's metadata) or any sequence -> a sorted tuple.
+        object.__setattr__(self, "mirror_axes", _checked_axes(self.mirror_axes, self.mirror))
         if not 0.0 <= float(self.overlap) < 1.0:
             raise ConfigurationError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.weighting not in WEIGHTINGS:
@@ -93,8 +108,10 @@ class InferenceConfig:
         return self.largest_component or self.min_component_voxels > 0
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-serialisable mapping."""
-        return dataclasses.asdict(self)
+        """The fields as a JSON-serialisable mapping (``mirror_axes`` a list, as JSON reads it)."""
+        values = dataclasses.asdict(self)
+        values["mirror_axes"] = list(self.mirror_axes)
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> InferenceConfig:
@@ -109,6 +126,22 @@ class InferenceConfig:
             raise ConfigurationError(
                 f"unknown inference setting(s) {unknown}; known: {sorted(names)}")
         return cls(**dict(values))
+
+
+def _checked_axes(axes: Any, mirror: bool) -> tuple[int, ...]:
+    """``mirror_axes`` as a sorted tuple, or ConfigurationError: not a subset of 0..2, a repeat,
+    or none while mirroring is on."""
+    values = (axes,) if isinstance(axes, (int, str)) else tuple(axes)
+    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in values):
+        raise ConfigurationError(f"mirror_axes must be integers among {MIRROR_AXES}, got {axes!r}")
+    values = tuple(int(a) for a in values)
+    if not set(values) <= set(MIRROR_AXES) or len(set(values)) != len(values):
+        raise ConfigurationError(
+            f"mirror_axes must be distinct axes among {MIRROR_AXES} (0 z, 1 y, 2 x), got {axes!r}")
+    if mirror and not values:
+        raise ConfigurationError("mirror_axes is empty while mirror is on: give the axes to flip "
+                                 "(e.g. 0,1,2) or turn mirroring off")
+    return tuple(sorted(values))
 
 
 @dataclasses.dataclass
@@ -228,8 +261,12 @@ def mirrored(probabilities_fn: ProbabilitiesFn, swap_pairs: Sequence[tuple[int, 
             output = np.flip(output, axis=array_axes)
             if LEFT_RIGHT_AXIS in flip and swap_pairs:
                 output = _swap_channels(output, swap_pairs)
-            total = output.copy() if total is None else total + output
-        return total / np.float32(len(flips))
+            if total is None:
+                total = np.array(output, dtype=np.float32)  # a copy: the sum is made in place
+            else:
+                total += output
+        total /= np.float32(len(flips))
+        return total
 
     return mirrored_probabilities
 
@@ -239,7 +276,9 @@ def keep_components(labels: np.ndarray, num_classes: int, largest: bool = False,
     """Per organ, removes small or non-largest connected components (they become background).
 
     Components are face-connected (6-neighbourhood), found with SimpleITK's
-    ``ConnectedComponent`` and ordered by size with ``RelabelComponent``.
+    ``ConnectedComponent`` (numbered in raster order) within the organ's bounding box, and
+    counted with one ``bincount``; of equally large largest components the first in raster order
+    is kept. After one comparison per organ, the work follows the organ's box, not the volume.
 
     Args:
         labels: ``(z, y, x)`` integer label map.
@@ -257,15 +296,43 @@ def keep_components(labels: np.ndarray, num_classes: int, largest: bool = False,
         return result
     for organ in range(1, num_classes):
         mask = result == organ
-        if not mask.any():
+        box = _bounding_box(mask)
+        if box is None:
             continue
-        components = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)),
-                                             False)
-        ranked = sitk.GetArrayFromImage(sitk.RelabelComponent(
-            components, minimumObjectSize=max(int(min_voxels), 0), sortByObjectSize=True))
-        keep = ranked == 1 if largest else ranked > 0
-        result[mask & ~keep] = 0
+        mask, region = mask[box], result[box]  # views: the region is edited in place
+        image = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.view(np.uint8)), False)
+        ids = sitk.GetArrayViewFromImage(image)  # valid while image lives
+        sizes = _component_sizes(ids)
+        if largest:
+            best = int(np.argmax(sizes))  # the first of the largest: raster order
+            drop = mask if sizes[best] < min_voxels else mask & (ids != best)
+        else:
+            drop = mask & (sizes < min_voxels)[ids]
+        region[drop] = 0
+        del ids
     return result
+
+
+def _component_sizes(ids: np.ndarray) -> np.ndarray:
+    """Voxels per component id (id 0, outside the organ, counts 0), in chunks of the volume (no
+    int64 copy of it)."""
+    flat = ids.reshape(-1)
+    sizes = np.zeros(int(flat.max()) + 1, dtype=np.int64)
+    for start in range(0, flat.size, _CHUNK_VOXELS):
+        sizes += np.bincount(flat[start : start + _CHUNK_VOXELS], minlength=sizes.size)
+    sizes[0] = 0
+    return sizes
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The slices of the smallest box holding every True voxel of ``mask`` (None: there is none)."""
+    rows = np.flatnonzero(mask.any(axis=(1, 2)))
+    if rows.size == 0:
+        return None
+    slab = mask[rows[0] : rows[-1] + 1]
+    columns = [np.flatnonzero(slab.any(axis=axes)) for axes in ((0, 2), (0, 1))]
+    return (slice(rows[0], rows[-1] + 1),
+            *(slice(hits[0], hits[-1] + 1) for hits in columns))
 
 
 def segment_volume(
@@ -286,7 +353,9 @@ def segment_volume(
         patch_size: window shape ``(pz, py, px)`` (the training patch size).
         config: the :class:`InferenceConfig`.
         num_classes: ``C``.
-        keep_probabilities: also return the blended probabilities.
+        keep_probabilities: also return the blended probabilities (the host then holds the
+            whole ``(z, y, x, C)`` float32 volume; without them it holds one patch-deep
+            slab of it at a time, :func:`~dltk_mm.inference.sliding_window.blended_slabs`).
         progress: called as ``progress(windows_done, windows_total)`` after every batch.
 
     Returns:
@@ -297,7 +366,8 @@ def segment_volume(
     """
     function = probabilities_fn
     if config.mirror:
-        function = mirrored(probabilities_fn, mirror_swap_pairs(num_classes))
+        pairs = mirror_swap_pairs(num_classes) if config.mirror_swap else ()
+        function = mirrored(probabilities_fn, pairs, axes=config.mirror_axes)
     counted = {"total": 0}
 
     def counting_progress(done: int, total: int) -> None:
@@ -305,16 +375,28 @@ def segment_volume(
         if progress is not None:
             progress(done, total)
 
-    probabilities = sliding_window_inference(
-        image, function, patch_size=patch_size, overlap=config.overlap,
-        batch_size=config.batch_size, weighting=config.weighting, num_classes=num_classes,
-        progress=counting_progress,
-    )
-    labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
+    image = np.asarray(image)
+    labels = np.empty(image.shape[:3], dtype=np.uint8)
+    probabilities = None
+    # Without the probabilities, slab by slab: the host never holds the whole (z, y, x, C).
+    for start, slab in blended_slabs(
+            image, function, patch_size=patch_size, overlap=config.overlap,
+            batch_size=config.batch_size, weighting=config.weighting, num_classes=num_classes,
+            progress=counting_progress, whole=keep_probabilities):
+        _argmax_into(slab, labels[start : start + slab.shape[0]])
+        if keep_probabilities:
+            probabilities = np.ascontiguousarray(slab)
     if config.post_processing:
         labels = keep_components(labels, num_classes, largest=config.largest_component,
                                  min_voxels=config.min_component_voxels)
-    return Segmentation(labels, probabilities if keep_probabilities else None, counted["total"])
+    return Segmentation(labels, probabilities, counted["total"])
+
+
+def _argmax_into(probabilities: np.ndarray, labels: np.ndarray) -> None:
+    """``labels[...] = argmax(probabilities, -1)``, a few rows at a time (no int64 volume)."""
+    rows = max(1, _CHUNK_VOXELS // max(1, int(np.prod(probabilities.shape[1:3]))))
+    for row in range(0, probabilities.shape[0], rows):
+        labels[row : row + rows] = np.argmax(probabilities[row : row + rows], axis=-1)
 
 
 __all__ = [

@@ -8,23 +8,27 @@ setting (docs/paper.md, section 6). Callers go through
 :func:`dltk_mm.inference.segment.segment_volume`, which adds mirroring, the argmax and
 post-processing.
 
-Memory: the output accumulator is ``(z, y, x, C)`` float32 plus a ``(z, y, x)`` float32 weight map,
-and one batch of windows is alive at a time. The peak host memory in bytes is about::
+Memory: windows are visited z-major and the blended probabilities are given out slab by slab
+(:func:`blended_slabs`) as soon as no later window reaches them, so the accumulator is only one
+patch deep: ``(pz, y, x, C)`` float32 plus a ``(pz, y, x)`` float32 weight map, and one batch of
+windows is alive at a time. The peak host memory in bytes is about::
 
-    4 * (V * (C + 1)            # accumulator + weight map (V = voxels of the padded volume)
+    4 * (D * (C + 1)            # accumulator + weight map (D = pz * y * x of the padded volume)
          + V_in * c_in          # padded copy of the input, only when the volume is padded
          + B * P * (c_in + C)   # one batch of input windows and predict_fn's output
-         + P * (C + 1))         # window weights and one weighted window
+         + P * (C + 1))         # window weights and, for gaussian blending, one weighted window
 
 with ``P`` the voxels of one patch, ``B`` the batch size, ``c_in`` the input channels and ``C`` the
 number of classes; plus whatever ``predict_fn`` itself holds (e.g. the network's activations on the
-accelerator).
+accelerator) and what the caller keeps of each slab (:func:`~dltk_mm.inference.segment.
+segment_volume`: a uint8 label map). :func:`sliding_window_inference` returns the whole
+``(z, y, x, C)`` volume, so its accumulator is the whole padded volume (``D = V``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from absl import logging
@@ -99,13 +103,13 @@ def sliding_window_inference(
 ) -> np.ndarray:
     """Class probabilities of a whole volume from a patch-wise ``predict_fn``.
 
-    The volume is padded (centred, with ``pad_value``; 0 is the mean of a z-scored image) along
-    every axis shorter than the patch; windows (:func:`window_starts` per axis) are cut, sent to
-    ``predict_fn`` in batches, weighted (``"uniform"``: 1; ``"gaussian"``:
-    :func:`gaussian_weights`, sigma = patch / 8) and summed in float32 on the host together with a
-    weight map; the sum is divided by the weight map and the padding cropped off
-    (docs/paper.md, section 6: windows over the whole volume, overlapping probabilities
-    averaged).
+    The whole-volume form of :func:`blended_slabs` (same arguments): the volume is padded
+    (centred, with ``pad_value``; 0 is the mean of a z-scored image) along every axis shorter than
+    the patch; windows (:func:`window_starts` per axis) are cut, sent to ``predict_fn`` in
+    batches, weighted (``"uniform"``: 1; ``"gaussian"``: :func:`gaussian_weights`, sigma =
+    patch / 8) and summed in float32 on the host together with a weight map; the sum is divided
+    by the weight map and the padding cropped off (docs/paper.md, section 6: windows over the
+    whole volume, overlapping probabilities averaged).
 
     Args:
         volume: float32 image ``(z, y, x)`` or ``(z, y, x, c)``; a 3-D volume gets one channel.
@@ -131,6 +135,48 @@ def sliding_window_inference(
     Raises:
         ValueError: On a bad argument, or if ``predict_fn`` returns the wrong shape.
     """
+    ((_, probabilities),) = blended_slabs(
+        volume, predict_fn, patch_size, overlap=overlap, batch_size=batch_size,
+        weighting=weighting, num_classes=num_classes, pad_value=pad_value,
+        pad_last_batch=pad_last_batch, progress=progress, whole=True)
+    return np.ascontiguousarray(probabilities)
+
+
+def blended_slabs(
+    volume: np.ndarray,
+    predict_fn: PredictFn,
+    patch_size: Sequence[int] = (64, 64, 64),
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    weighting: str = "uniform",
+    num_classes: int | None = None,
+    pad_value: float = 0.0,
+    pad_last_batch: bool = True,
+    progress: ProgressFn | None = None,
+    whole: bool = False,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The blended probabilities of :func:`sliding_window_inference`, slab by slab along z.
+
+    Windows are visited z-major; when the first window of the next z start comes, no later
+    window reaches the rows before that start: they are divided by their weights and given out,
+    and the accumulator (``patch_z`` rows deep) moves on. So the host holds a ``patch_z``-deep
+    accumulator instead of the whole ``(z, y, x, C)`` volume, and every voxel's sum (same
+    windows, same order) and quotient are those of the whole-volume accumulator, bit for bit.
+
+    Args:
+        volume, predict_fn, patch_size, overlap, batch_size, weighting, num_classes, pad_value,
+            pad_last_batch, progress: as for :func:`sliding_window_inference`.
+        whole: accumulate the whole volume and give it out as one slab (what
+            :func:`sliding_window_inference` returns).
+
+    Returns:
+        An iterator of ``(z, probabilities)``: float32 ``(rows, y, x, C)`` slabs of the grid of
+        ``volume`` starting at row ``z``, in order, covering it once. A slab is a view of the
+        accumulator, valid until the next slab is asked for (copy what is kept).
+
+    Raises:
+        ValueError: On a bad argument (at once), or if ``predict_fn`` returns the wrong shape.
+    """
     volume = np.asarray(volume, dtype=np.float32)
     if volume.ndim == 3:
         volume = volume[..., np.newaxis]
@@ -146,16 +192,24 @@ def sliding_window_inference(
     weights = _window_weights(weighting, patch)
     spatial = volume.shape[:3]
     volume, pad_before = _pad_to_patch(volume, patch, pad_value)
-    padded = volume.shape[:3]
-
-    starts = [window_starts(s, p, overlap) for s, p in zip(padded, patch, strict=True)]
+    crop = _Crop(pad_before, spatial)
+    starts = [window_starts(s, p, overlap) for s, p in zip(volume.shape[:3], patch, strict=True)]
     corners = [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
-    total = len(corners)
     logging.debug("sliding window: volume %s (padded %s), patch %s, overlap %s, %d windows",
-                  spatial, padded, patch, overlap, total)
+                  spatial, volume.shape[:3], patch, overlap, len(corners))
+    return _slabs(volume, predict_fn, patch, corners, weights, weighting == "uniform",
+                  batch_size, num_classes, pad_last_batch, progress, whole, crop)
 
-    accumulator: np.ndarray | None = None
-    weight_map = np.zeros(padded, dtype=np.float32)
+
+def _slabs(volume: np.ndarray, predict_fn: PredictFn, patch: tuple[int, ...],
+           corners: list[tuple[int, int, int]], weights: np.ndarray, uniform: bool,
+           batch_size: int, num_classes: int | None, pad_last_batch: bool,
+           progress: ProgressFn | None, whole: bool, crop: _Crop
+           ) -> Iterator[tuple[int, np.ndarray]]:
+    """The loop of :func:`blended_slabs` (arguments checked there)."""
+    total = len(corners)
+    depth = volume.shape[0] if whole else patch[0]
+    sums: _RollingSums | None = None
     batch = np.zeros((batch_size, *patch, volume.shape[3]), dtype=np.float32)
     for first in range(0, total, batch_size):
         chunk = corners[first : first + batch_size]
@@ -167,23 +221,80 @@ def sliding_window_inference(
         else:
             inputs = batch[: len(chunk)]
         outputs = _checked_output(predict_fn(inputs), inputs.shape, patch, num_classes)
-        if accumulator is None:
+        if sums is None:
             num_classes = int(outputs.shape[4])
-            accumulator = np.zeros((*padded, num_classes), dtype=np.float32)
-        for i, (z, y, x) in enumerate(chunk):
-            region = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
-            if weighting == "uniform":
-                accumulator[region] += outputs[i]
-            else:
-                accumulator[region] += outputs[i] * weights[..., np.newaxis]
-            weight_map[region] += weights
+            sums = _RollingSums(depth, volume.shape[1:3], patch, num_classes, uniform)
+        for i, corner in enumerate(chunk):
+            if not whole and corner[0] > sums.base:  # every window above it has been added
+                yield from crop.slab(sums.base, sums.finish(corner[0]))
+                sums.advance(corner[0])
+            sums.add(corner, outputs[i], weights)
         if progress is not None:
             progress(first + len(chunk), total)
+    assert sums is not None  # total >= 1 always
+    yield from crop.slab(sums.base, sums.finish(volume.shape[0]))
 
-    assert accumulator is not None  # total >= 1 always
-    accumulator /= weight_map[..., np.newaxis]
-    crop = tuple(slice(b, b + s) for b, s in zip(pad_before, spatial, strict=True))
-    return np.ascontiguousarray(accumulator[crop])
+
+class _RollingSums:
+    """Weighted sums of window outputs and of their weights over the padded grid's rows
+    ``[base, base + depth)``, all columns."""
+
+    def __init__(self, depth: int, plane: tuple[int, ...], patch: tuple[int, ...],
+                 num_classes: int, uniform: bool) -> None:
+        self.base = 0
+        self.patch = patch
+        self.sums = np.zeros((depth, *plane, num_classes), dtype=np.float32)
+        self.weights = np.zeros((depth, *plane), dtype=np.float32)
+        # The weighted window of a gaussian blending, computed here, never a new array.
+        self.scratch = None if uniform else np.empty((*patch, num_classes), dtype=np.float32)
+
+    def add(self, corner: tuple[int, int, int], output: np.ndarray, weights: np.ndarray) -> None:
+        """Adds one window's output (in place; ``weights`` are the window weights)."""
+        z, y, x = corner
+        region = (slice(z - self.base, z - self.base + self.patch[0]),
+                  slice(y, y + self.patch[1]), slice(x, x + self.patch[2]))
+        target = self.sums[region]
+        if self.scratch is not None:
+            output = np.multiply(output, weights[..., np.newaxis], out=self.scratch)
+        np.add(target, output, out=target)
+        target_weights = self.weights[region]
+        np.add(target_weights, weights, out=target_weights)
+
+    def finish(self, stop: int) -> np.ndarray:
+        """Rows ``[base, stop)`` divided by their weights (in place), as a view."""
+        rows = stop - self.base
+        done = self.sums[:rows]
+        done /= self.weights[:rows, ..., np.newaxis]
+        return done
+
+    def advance(self, base: int) -> None:
+        """Moves the rows to ``[base, base + depth)`` (rows above ``base`` are dropped)."""
+        shift, depth = base - self.base, self.sums.shape[0]
+        for array in (self.sums, self.weights):
+            for row in range(0, depth - shift, shift):  # blocks that never overlap: no temporary
+                rows = min(shift, depth - shift - row)
+                array[row : row + rows] = array[row + shift : row + shift + rows]
+            array[max(depth - shift, 0) :] = 0.0
+        self.base = base
+
+
+class _Crop:
+    """The volume's grid inside the padded grid."""
+
+    def __init__(self, pad_before: Sequence[int], spatial: Sequence[int]) -> None:
+        self.before = tuple(pad_before)
+        self.spatial = tuple(spatial)
+
+    def slab(self, base: int, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """``(z, slab)`` of padded rows ``[base, base + len(rows))`` on the volume's grid (none
+        when they are all padding)."""
+        first = max(base, self.before[0])
+        stop = min(base + rows.shape[0], self.before[0] + self.spatial[0])
+        if first < stop:
+            yield first - self.before[0], rows[
+                first - base : stop - base,
+                self.before[1] : self.before[1] + self.spatial[1],
+                self.before[2] : self.before[2] + self.spatial[2]]
 
 
 def _window_weights(weighting: str, patch: tuple[int, ...]) -> np.ndarray:

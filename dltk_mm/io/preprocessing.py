@@ -16,8 +16,9 @@ Steps (paper defaults, every one configurable through :class:`PreprocessingConfi
    as the authors' code did.
 
 :func:`restore_to_source` maps a prediction on the preprocessed grid back onto the original file's
-grid (undoing crop, resampling and orientation). :func:`preprocess_manifest` runs a whole manifest
-with an on-disk cache.
+grid (undoing crop, resampling and orientation); :func:`read_source_label` reads a volume's label
+file on that grid, in the project map (the reference a restored prediction is scored against).
+:func:`preprocess_manifest` runs a whole manifest with an on-disk cache.
 """
 
 from __future__ import annotations
@@ -430,6 +431,31 @@ def restore_to_source(label_array_zyx: np.ndarray, volume: PreprocessedVolume) -
     image = volume.resampled_geometry.image_from_array(full)
     return resample_to_grid(image, volume.source_geometry, sitk.sitkNearestNeighbor,
                             output_pixel_type=sitk.sitkUInt8)
+
+
+def read_source_label(volume: PreprocessedVolume) -> np.ndarray:
+    """The label file of a preprocessed volume, in the project map, on its source image's grid.
+
+    The file is read exactly as :func:`preprocess_volume` read it (the volume's label preset and
+    ``allow_unknown_labels``, on the image's grid, NaN refused) but neither reoriented, resampled
+    nor cropped: the reference for a prediction mapped back with :func:`restore_to_source`, so
+    that it is scored in the label's own geometry.
+
+    Args:
+        volume: a preprocessed volume with a label file.
+
+    Returns:
+        uint8 ``(z, y, x)`` project labels of shape ``volume.source_geometry.shape``.
+
+    Raises:
+        InputDataError: the volume has no label file, or it cannot be read as for training.
+    """
+    if volume.label_path is None:
+        raise InputDataError(f"{volume.subject_id} ({volume.modality}): no label file to read; "
+                             "give the manifest row a label")
+    label = _read_label(Path(volume.label_path), Path(volume.image_path), volume.source_geometry,
+                        volume.config)
+    return sitk.GetArrayFromImage(label).astype(np.uint8, copy=False)
 
 
 def restore_probabilities_to_source(probabilities_zyxc: np.ndarray,

@@ -99,7 +99,7 @@ def conv_macs(build_config: Mapping[str, Any], input_size: Sequence[int]) -> lis
             channels = filters[scale]
         sizes.append(size)
     for scale in range(len(filters) - 2, -1, -1):
-        if channels > classes:
+        if channels != classes:  # as dltk_mm.core.upscore.upscore_unit
             costs.append(ConvCost(f"dec{scale}_reduce_conv", sizes[scale + 1], reduce_kernel,
                                   channels, classes))
             channels = classes

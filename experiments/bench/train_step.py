@@ -10,8 +10,17 @@ batches. Reported: seconds per step, patches/s, achieved GFLOP/s from the analyt
 machine's float32 matmul ceiling, measured by the same process. The 1-minute load average is
 printed with every figure (other processes share the CPU).
 
+``--peer`` (in the benchmark environment with PyTorch, experiments/bench/README.md, "PyTorch and
+MONAI peers") also times the same FCN stream in PyTorch (experiments/bench/torch_fcn.py: the same
+layers and widths, ``torch.channels_last_3d``, the same Adam settings and soft Dice loss, the
+same batch and patch) for each float32 configuration without XLA; with ``--repeats N`` the runs
+alternate dltk_mm / PyTorch, each in its own process, and each framework's median s/step and the
+ratio are reported. torch is imported only by those child processes.
+
 Usage:
     python -m experiments.bench.train_step [--steps 3] [--runs full:1.0:64:2:0:0,...] [--json F]
+    /work/benchvenv/bin/python -m experiments.bench.train_step --peer --repeats 3 \
+        --runs full:1.0:64:2:0:0,quarter:0.25:64:4:0:0
 """
 
 from __future__ import annotations
@@ -20,25 +29,17 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from dltk_mm.networks import build_multistream, make_optimizer  # noqa: E402
-from dltk_mm.runtime import onednn_enabled  # noqa: E402
-from experiments.bench.flops import (  # noqa: E402
-    matmul_ceiling,
-    train_flops_per_sample,
-)
-from experiments.bench.report import markdown_table  # noqa: E402
+from experiments.bench.peer import speedup  # noqa: E402
+from experiments.bench.report import markdown_table, run_result  # noqa: E402
 
 FLAGS = flags.FLAGS
 def define_flags() -> None:
@@ -59,6 +60,11 @@ def define_flags() -> None:
     flags.DEFINE_integer("timeout", 300, "Seconds allowed per configuration (each runs in its own "
                          "process; XLA compilation of the full-width step on a CPU can exceed it).")
     flags.DEFINE_string("single", None, "Internal: measure this one configuration in this process.")
+    flags.DEFINE_boolean("peer", False, "Also time the same FCN, Adam and soft Dice loss in "
+                         "PyTorch (experiments/bench/torch_fcn.py; needs the benchmark "
+                         "environment of experiments/bench/README.md), alternating with dltk_mm.")
+    flags.DEFINE_integer("repeats", 1, "Runs of each configuration (each in its own process; "
+                         "with --peer alternating dltk_mm / PyTorch; medians reported).")
 
 
 def load_average() -> float:
@@ -81,6 +87,12 @@ def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: b
     arguments of :func:`dltk_mm.networks.build_multistream` (e.g. ``modalities``,
     ``num_res_units``: the GPU script's CPU mode builds a smaller graph to trace).
     """
+    import keras
+    import tensorflow as tf
+
+    from dltk_mm.networks import build_multistream, make_optimizer
+    from experiments.bench.flops import matmul_ceiling, train_flops_per_sample
+
     keras.utils.set_random_seed(0)
     model = build_multistream(scheme, width=width,
                               dtype_policy="mixed_float16" if mixed else None, **network)
@@ -108,11 +120,13 @@ def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: b
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
     per_sample = train_flops_per_sample(model.build_config, (patch,) * 3)
+    stream = model.streams[model.modalities[0]]
     patches_per_s = steps * batch / elapsed
     gflops = per_sample * patches_per_s / 1e9
     return {
         "name": name, "width": width, "patch": patch, "batch": batch, "xla": xla,
         "mixed_precision": mixed, "steps": steps, "warmup_s": round(warmup, 1),
+        "stream_parameters": int(sum(np.prod(v.shape) for v in stream.trainable_weights)),
         "s_per_step": round(elapsed / steps, 3), "patches_per_s": round(patches_per_s, 3),
         "gflop_per_patch": round(per_sample / 1e9, 4), "gflops": round(gflops, 1),
         "ratio_to_ceiling": round(gflops / ceiling.gflops, 3),
@@ -128,6 +142,96 @@ def measure(name: str, width: float, patch: int, batch: int, xla: bool, mixed: b
           "ratio_to_float16_ceiling": round(gflops / half.gflops, 3)} if half else {})
 
 
+def _spec_fields(spec: str) -> dict:
+    name, width, patch, batch, xla, mixed = spec.split(":")
+    return {"name": name, "width": float(width), "patch": int(patch), "batch": int(batch),
+            "xla": xla == "1", "mixed_precision": mixed == "1"}
+
+
+def _dltk_mm_run(spec: str) -> dict:
+    """One configuration in its own process (``--single``), under ``--timeout``."""
+    command = [sys.executable, "-m", "experiments.bench.train_step", f"--single={spec}",
+               f"--steps={FLAGS.steps}", f"--scheme={FLAGS.scheme}",
+               f"--ceiling_calls={FLAGS.ceiling_calls}"]
+    result = run_result(command, timeout=FLAGS.timeout)
+    if "error" in result:
+        if result.pop("timed_out"):
+            result["error"] += f" (compilation + {FLAGS.steps} steps)"
+        result = _spec_fields(spec) | result | {"load_average": round(load_average(), 2)}
+    return result
+
+
+def _pytorch_run(spec: str) -> dict:
+    """The same configuration's network and step in PyTorch (experiments/bench/torch_fcn.py),
+    in its own process under ``--timeout``."""
+    from experiments.bench.flops import train_flops_per_sample
+    from experiments.bench.peer import adam_settings, fcn_layout, network_config, peer_command
+
+    fields = _spec_fields(spec)
+    config = network_config(fields["width"])
+    command = peer_command("train", fcn_layout(config), patch=fields["patch"],
+                           batch=fields["batch"], steps=FLAGS.steps, **adam_settings(FLAGS.scheme))
+    result = fields | run_result(command, timeout=FLAGS.timeout)
+    result.pop("timed_out", None)
+    if "patches_per_s" in result:
+        per_sample = train_flops_per_sample(config, (fields["patch"],) * 3)
+        result["gflops"] = round(per_sample * result["patches_per_s"] / 1e9, 1)
+    return result
+
+
+def peer_rows(specs: list[str], dltk_mm: dict[str, list[dict]], pytorch: dict[str, list[dict]]
+              ) -> tuple[list[dict], str]:
+    """Per configuration: each framework's median s/step over its repetitions and the ratio.
+
+    Returns:
+        The summary records (the JSON's ``peer``) and their Markdown table.
+    """
+    def median(runs: list[dict], key: str) -> float | None:
+        values = [r[key] for r in runs if key in r]
+        return float(np.median(values)) if values else None
+
+    def cell(runs: list[dict], key: str) -> str:
+        values = [f"{r[key]:g}" if key in r else "error" for r in runs]
+        return ", ".join(values) or "-"
+
+    summary, rows = [], []
+    for spec in specs:
+        fields = _spec_fields(spec)
+        ours, theirs = dltk_mm[spec], pytorch.get(spec, [])
+        mine, peer = median(ours, "s_per_step"), median(theirs, "s_per_step")
+        if not theirs:
+            verdict = "no PyTorch run (XLA / mixed precision)"
+        elif mine is None or peer is None:
+            errors = [r["error"] for r in ours + theirs if "error" in r]
+            verdict = "error: " + errors[0]
+        else:
+            verdict = speedup(mine, peer)
+        record = fields | {"dltk_mm_s_per_step": mine, "pytorch_s_per_step": peer,
+                           "dltk_mm_runs": [r.get("s_per_step") for r in ours],
+                           "pytorch_runs": [r.get("s_per_step") for r in theirs],
+                           "dltk_mm_parameters": next((r["stream_parameters"] for r in ours
+                                                       if "stream_parameters" in r), None),
+                           "pytorch_parameters": next((r["parameters"] for r in theirs
+                                                       if "parameters" in r), None),
+                           "dltk_mm_gflops": median(ours, "gflops"),
+                           "pytorch_gflops": median(theirs, "gflops"),
+                           "ratio_pytorch_to_dltk_mm": (round(peer / mine, 3)
+                                                        if mine and peer else None),
+                           "result": verdict}
+        summary.append(record)
+        rows.append([fields["name"], fields["width"], f"{fields['patch']}^3", fields["batch"],
+                     "on" if fields["xla"] else "off", "on" if fields["mixed_precision"] else "off",
+                     "-" if mine is None else f"{mine:.3f}", "-" if peer is None else f"{peer:.3f}",
+                     cell(ours, "s_per_step"), cell(theirs, "s_per_step"),
+                     f"{record['dltk_mm_parameters']} / {record['pytorch_parameters']}",
+                     f"{record['dltk_mm_gflops']} / {record['pytorch_gflops']}", verdict])
+    table = markdown_table(
+        ["config", "width", "patch", "batch", "XLA", "mixed", "dltk_mm s/step (median)",
+         "PyTorch s/step (median)", "dltk_mm runs", "PyTorch runs",
+         "parameters (dltk_mm / PyTorch)", "GFLOP/s (dltk_mm / PyTorch)", "result"], rows)
+    return summary, table
+
+
 def main(argv: list[str]) -> None:
     del argv
     if FLAGS.single:
@@ -136,6 +240,17 @@ def main(argv: list[str]) -> None:
                          FLAGS.steps, FLAGS.ceiling_calls, FLAGS.scheme)
         print("RESULT " + json.dumps(result), flush=True)
         return
+    if FLAGS.peer:
+        from experiments.bench.peer import missing_peer
+
+        message = missing_peer(("torch",), "experiments.bench.train_step")
+        if message:
+            sys.exit(message)
+    import tensorflow as tf  # after the check: a missing peer fails at once
+
+    from dltk_mm.runtime import onednn_enabled
+    from experiments.bench.flops import matmul_ceiling
+
     devices = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"TensorFlow {tf.__version__}, devices {[d.name for d in devices]}, oneDNN CPU kernels "
@@ -148,22 +263,20 @@ def main(argv: list[str]) -> None:
           f"{ceiling.cpu_utilisation:.2f} (load average {load:.2f}); each configuration "
           "measures it again before its steps", flush=True)
     results = []
+    dltk_mm_runs: dict[str, list[dict]] = {}
+    pytorch_runs: dict[str, list[dict]] = {}
     for spec in FLAGS.runs:
-        command = [sys.executable, "-m", "experiments.bench.train_step", f"--single={spec}",
-                   f"--steps={FLAGS.steps}", f"--scheme={FLAGS.scheme}",
-                   f"--ceiling_calls={FLAGS.ceiling_calls}"]
-        try:
-            output = subprocess.run(command, capture_output=True, text=True, check=True,
-                                    timeout=FLAGS.timeout).stdout
-            result = json.loads(output.split("RESULT ", 1)[1])
-        except subprocess.TimeoutExpired:
-            name, width, patch, batch, xla, mixed = spec.split(":")
-            result = {"name": name, "width": float(width), "patch": int(patch),
-                      "batch": int(batch), "xla": xla == "1", "mixed_precision": mixed == "1",
-                      "error": f"not finished within {FLAGS.timeout} s (compilation + "
-                               f"{FLAGS.steps} steps)", "load_average": round(load_average(), 2)}
-        results.append(result)
-        print(json.dumps(result), flush=True)
+        for repeat in range(FLAGS.repeats):  # alternating dltk_mm / PyTorch
+            result = _dltk_mm_run(spec) | ({"repeat": repeat} if FLAGS.repeats > 1 else {})
+            results.append(result)
+            dltk_mm_runs.setdefault(spec, []).append(result)
+            print(json.dumps(result), flush=True)
+            fields = _spec_fields(spec)
+            if FLAGS.peer and not fields["xla"] and not fields["mixed_precision"]:
+                peer = _pytorch_run(spec) | {"repeat": repeat}
+                pytorch_runs.setdefault(spec, []).append(peer)
+                print("pytorch: " + json.dumps(peer), flush=True)
+
     def row(r: dict) -> list[object]:
         config = [r["name"], r["width"], f"{r['patch']}^3", r["batch"],
                   "on" if r["xla"] else "off", "on" if r["mixed_precision"] else "off"]
@@ -178,9 +291,19 @@ def main(argv: list[str]) -> None:
         ["config", "width", "patch", "batch", "XLA", "mixed", "s/step", "patches/s", "GFLOP/s",
          "ceiling GFLOP/s", "ratio (wall)", "GFLOP/CPU-s", "ratio (CPU)", "CPU util.", "load"],
         [row(r) for r in results]))
+    report: dict = {"ceiling": dataclasses.asdict(ceiling), "results": results}
+    if FLAGS.peer:
+        summary, table = peer_rows(list(FLAGS.runs), dltk_mm_runs, pytorch_runs)
+        report |= {"pytorch_results": [r for runs in pytorch_runs.values() for r in runs],
+                   "peer": summary}
+        print()
+        print(f"dltk_mm (TensorFlow {tf.__version__}) beside PyTorch, the same FCN, Adam and "
+              f"soft Dice loss; medians over {FLAGS.repeats} alternating run(s) of "
+              f"{FLAGS.steps} steps each:")
+        print(table)
     if FLAGS.json:
         with open(FLAGS.json, "w", encoding="utf-8") as f:
-            json.dump({"ceiling": dataclasses.asdict(ceiling), "results": results}, f, indent=2)
+            json.dump(report, f, indent=2)
 
 
 if __name__ == "__main__":

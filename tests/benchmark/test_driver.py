@@ -1,5 +1,6 @@
-"""A cut-down benchmark on tiny phantoms: interrupted, resumed, a finished run redone, tables and
-figures written (2 schemes, 1 fold, 1 seed, 4 steps); refusals that come before any training."""
+"""A cut-down benchmark on tiny phantoms: interrupted, resumed, a finished run redone, evaluated
+again under another protocol, tables and figures written (2 schemes, 1 fold, 1 seed, 4 steps);
+refusals that come before any training; the ablation flag end to end (stand-in network)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pandas as pd
 import pytest
 
 from dltk_mm.benchmark import BenchmarkSettings, get_benchmark_preset, plan_runs, run_benchmark
-from dltk_mm.benchmark.execute import DONE_FILE
+from dltk_mm.benchmark.execute import DONE_FILE, done_record
+from dltk_mm.cli.benchmark import print_summary
 from dltk_mm.errors import ConfigurationError
 from dltk_mm.training import FolderLock, TrainingCallback
 from dltk_mm.training.model_dir import LOCK_FILE
@@ -34,6 +36,16 @@ class SigtermAt(TrainingCallback):
     def on_step_end(self, step, logs) -> None:
         if self.active and step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class TrainingCount(TrainingCallback):
+    """Counts the trainings started."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def on_train_begin(self, info) -> None:
+        self.started += 1
 
 
 class LockProbe(TrainingCallback):
@@ -86,8 +98,12 @@ def test_interrupted_benchmark_resumes_and_redoes_only_missing_runs(settings) ->
     assert done["inference"]["overlap"] == 0.5 and done["inference"]["batch_size"] == 4
 
     results = pd.read_csv(settings.results_dir / "results_all.csv")
-    # 2 schemes x (1 held-out MR + 1 held-out CT subject) x 4 organs
-    assert len(results) == 16
+    # 2 schemes x (1 held-out MR + 1 held-out CT subject) x 4 organs, the paper's protocol only
+    # (the runs' own evaluation is the paper's: only the batch size differs)
+    assert len(results) == 16 and set(results["protocol"]) == {"paper"}
+    assert (results["segment_s"] > 0).all()
+    first_results = results
+    assert done["scoring"] == "source_geometry" and list(done["protocols"]) == ["paper"]
     assert set(results["scheme"]) == {"joint", "v4"} and set(results["modality"]) == {"mr", "ct"}
     assert results["dice"].between(0.0, 1.0).all()
     assert {"hd95_mm", "assd_mm"} <= set(results.columns)
@@ -102,34 +118,31 @@ def test_interrupted_benchmark_resumes_and_redoes_only_missing_runs(settings) ->
                                                            - 0.860)
     markdown = second.files["tables.md"].read_text()
     assert "| Liver | V4 | 1 |" in markdown and "0.914" in markdown  # paper: MR liver, V4
-    assert "preset: `smoke`" in markdown
+    assert "preset: `smoke`" in markdown and "label's own geometry" in markdown
+    assert "improved/table3_overall" not in second.files
 
     # 3. a lost completion marker: only that run is redone (evaluated again, not retrained)
     (runs / "joint/fold0/seed0" / DONE_FILE).unlink()
-    third = run_benchmark(settings)
-    assert third.names("done") == ["joint/fold0/seed0"]
+    count = TrainingCount()
+    third = run_benchmark(settings, callbacks=[count])
+    assert third.names("evaluated") == ["joint/fold0/seed0"]
     assert third.names("skipped") == ["v4/fold0/seed0"]
-    assert third.outcomes[0].initial_step == 4
+    assert third.outcomes[0].initial_step == 4 and count.started == 0
 
-    # 4. another evaluation asked for: both runs evaluated again, neither retrained
-    other = dataclasses.replace(settings, inference_overrides={"overlap": 0.25})
-    fourth = run_benchmark(other)
-    assert fourth.names("evaluated") == ["joint/fold0/seed0", "v4/fold0/seed0"]
-    assert [o.initial_step for o in fourth.outcomes] == [4, 4]
-    done = json.loads((runs / "v4/fold0/seed0" / DONE_FILE).read_text())
-    assert done["inference"]["overlap"] == 0.25
-
-    # 5. tables and figures again from the finished runs only
-    fifth = run_benchmark(other, aggregate_only=True)
-    assert fifth.outcomes == [] and "table3_overall" in fifth.files
+    # 4. tables and figures again from the finished runs only; the ablation table from the
+    # cached scores (nothing segmented in an aggregate-only call). Other evaluation options:
+    # test_other_evaluation_options_evaluate_again_without_training (no network to train)
+    fourth = run_benchmark(dataclasses.replace(settings, ablation=True), aggregate_only=True)
+    assert fourth.outcomes == [] and fourth.ablation == [] and "table3_overall" in fourth.files
+    assert list(pd.read_csv(fourth.files["ablation"])["protocol"]) == ["paper"] * 2  # 2 schemes
+    pd.testing.assert_frame_equal(pd.read_csv(fourth.files["results_all"]), first_results)
 
 
 def _fake_finished_run(settings: BenchmarkSettings, manifest, scheme: str) -> None:
     """A finished run folder as the benchmark leaves it (config.json and DONE.json)."""
     (spec,) = [r for r in plan_runs(settings, manifest) if r.scheme == scheme]
     spec.config.save(spec.model_dir / "config.json")
-    (spec.model_dir / DONE_FILE).write_text(json.dumps(
-        {"inference": spec.inference.to_dict(), "weights": settings.weights}))
+    (spec.model_dir / DONE_FILE).write_text(json.dumps(done_record(spec, settings)))
 
 
 def test_finished_run_with_other_settings_is_refused_before_any_training(settings,
@@ -174,7 +187,61 @@ def test_a_finished_run_is_extended_reevaluated_or_refused_by_its_steps(settings
     assert state() == FINISHED
     assert state(inference_overrides={"mirror": True}) == TRAINED  # evaluated again only
     assert state(weights="best") == TRAINED
+    assert state(surface_metrics=False) == TRAINED
     assert state(overrides={**TINY, "steps": 8}) == NEW  # resumed to 8 steps
     assert state(overrides={**TINY, "log_interval": 1}) == FINISHED  # schedule only
     with pytest.raises(ConfigurationError, match="steps: 4 .saved. != 2"):
         state(overrides={**TINY, "steps": 2})
+
+
+def test_the_ablation_flag_scores_and_tabulates_without_training(fake_run) -> None:
+    fake_run.write_legacy_done()  # a run trained by an older version, evaluated otherwise
+    settings = dataclasses.replace(fake_run.settings, ablation=True)
+    events = []
+    report = run_benchmark(settings, progress=events.append)
+    assert report.names("evaluated") == ["joint/fold0/seed0"]
+    assert [o.status for o in report.ablation] == ["ablation"]
+    assert [e.outcome.status for e in events if e.outcome] == ["evaluated", "ablation"]
+    ablation = pd.read_csv(report.files["ablation"])
+    assert list(ablation["protocol"]) == ["paper", "+gaussian", "+mirror", "+mirror_no_swap",
+                                          "+mirror_no_lr", "+largest_component", "all"]
+    assert ablation.loc[0, "both"] == 1.0  # the stand-in network is perfect, in source geometry
+    assert "Ablation" in report.files["ablation.md"].read_text()
+    windows = fake_run.streams.windows
+    again = run_benchmark(settings)
+    assert again.names("skipped") == ["joint/fold0/seed0"] and fake_run.streams.windows == windows
+
+
+def test_other_evaluation_options_evaluate_again_without_training(fake_run, capsys) -> None:
+    fake_run.write_legacy_done()  # a trained run (stand-in network), evaluated by an old version
+    count = TrainingCount()
+    first = run_benchmark(fake_run.settings, callbacks=[count])
+    assert first.names("evaluated") == ["joint/fold0/seed0"]
+    before = pd.read_csv(first.files["results_all"])
+    assert set(before["protocol"]) == {"paper"}
+
+    # another evaluation asked for: evaluated again under the improved protocol (the paper's
+    # scores reused), not retrained
+    other = dataclasses.replace(fake_run.settings, inference_overrides={"overlap": 0.0})
+    second = run_benchmark(other, callbacks=[count])
+    assert second.names("evaluated") == ["joint/fold0/seed0"]
+    assert second.outcomes[0].initial_step == 4 and count.started == 0
+    (spec,) = plan_runs(other, fake_run.manifest)
+    done = json.loads((spec.model_dir / DONE_FILE).read_text())
+    assert done["inference"]["overlap"] == 0.0
+    assert done["protocols"]["improved"]["overlap"] == 0.0
+    assert done["protocols"]["paper"]["overlap"] == 0.5
+    results = pd.read_csv(second.files["results_all"])
+    assert len(results) == 16 and list(results["protocol"].unique()) == ["paper", "improved"]
+    paper = results[results["protocol"] == "paper"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(paper, before)  # the paper's scores not recomputed
+    assert second.files["improved/tables.md"].parent == other.results_dir / "tables/improved"
+    assert "overlap 0.0" in second.files["improved/tables.md"].read_text()
+    assert "improved protocol: sliding window overlap 0.0" in second.files[
+        "tables.md"].read_text()
+    print_summary(second)
+    summary = capsys.readouterr().out
+    assert "Table 3, paper protocol" in summary and "Table 3, improved protocol" in summary
+
+    third = run_benchmark(dataclasses.replace(other, ablation=True), aggregate_only=True)
+    assert list(pd.read_csv(third.files["ablation"])["protocol"]) == ["paper", "improved"]

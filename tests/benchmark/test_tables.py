@@ -32,9 +32,10 @@ def synthetic_results() -> pd.DataFrame:
                     for o, organ in enumerate(ORGANS):
                         dice = base + 0.01 * o + offset + (0.02 if modality == "ct" else 0.0)
                         rows.append({"scheme": scheme, "fold": s % 2, "seed": seed,
-                                     "subject_id": f"{modality}_{s}", "modality": modality,
-                                     "organ": organ, "dice": dice, "hd95_mm": 2.0 + o,
-                                     "assd_mm": 0.5 if s else math.inf})
+                                     "protocol": "paper", "subject_id": f"{modality}_{s}",
+                                     "modality": modality, "organ": organ, "dice": dice,
+                                     "hd95_mm": 2.0 + o, "assd_mm": 0.5 if s else math.inf,
+                                     "segment_s": 1.0 + s})
     return pd.DataFrame(rows)
 
 
@@ -47,8 +48,9 @@ def test_paper_tables_name_the_organs_of_the_label_map() -> None:
 def test_run_results_are_the_evaluation_columns_of_one_run() -> None:
     from dltk_mm.evaluation import RESULT_COLUMNS
 
-    assert tables.RUN_RESULT_COLUMNS[:3] == ("scheme", "fold", "seed")
-    assert set(tables.RUN_RESULT_COLUMNS[3:]) < set(RESULT_COLUMNS)
+    assert tables.RUN_RESULT_COLUMNS[:4] == ("scheme", "fold", "seed", "protocol")
+    assert tables.RUN_RESULT_COLUMNS[-1] == "segment_s"
+    assert set(tables.RUN_RESULT_COLUMNS[4:-1]) < set(RESULT_COLUMNS)
     assert {"dice", "hd95_mm", "assd_mm", "subject_id", "organ"} <= set(tables.RUN_RESULT_COLUMNS)
 
 
@@ -117,3 +119,33 @@ def test_written_markdown_and_csv_show_paper_numbers(tmp_path) -> None:
 def test_missing_columns_are_named() -> None:
     with pytest.raises(ValueError, match="dice"):
         tables.organ_table(synthetic_results().drop(columns=["dice"]), "mr")
+
+
+def test_ablation_table_has_one_row_per_protocol_and_scheme_with_the_change_and_time(
+        tmp_path) -> None:
+    paper = synthetic_results()
+    gaussian = paper.assign(protocol="+gaussian", dice=paper["dice"] + 0.01,
+                            segment_s=paper["segment_s"] * 2)
+    improved = paper.assign(protocol="improved", dice=paper["dice"] - 0.02)
+    results = pd.concat([improved, gaussian, paper], ignore_index=True)  # any order
+    table = tables.ablation_table(results)
+    assert list(zip(table["protocol"], table["scheme"], strict=True)) == [
+        (p, s) for p in ("paper", "+gaussian", "improved") for s in ("individual", "v4", "msbn")]
+    row = table[(table["protocol"] == "+gaussian") & (table["scheme"] == "v4")].iloc[0]
+    assert row["mr_spleen"] == pytest.approx(0.72)  # 0.70 + 0.01 (organ) + 0.01 (gaussian)
+    assert row["ct_liver"] == pytest.approx(0.73)
+    assert row["mr_mean"] == pytest.approx(0.725) and row["ct_mean"] == pytest.approx(0.745)
+    assert row["both"] == pytest.approx(0.735) and row["difference"] == pytest.approx(0.01)
+    assert row["volumes"] == 12  # 2 seeds x 3 subjects x 2 modalities
+    assert row["seconds_per_volume"] == pytest.approx(4.0)  # 2 x mean(1, 2, 3)
+    improved_row = table[(table["protocol"] == "improved") & (table["scheme"] == "v4")].iloc[0]
+    assert improved_row["difference"] == pytest.approx(-0.02)
+
+    written = tables.write_ablation(results, tmp_path, header="# ablation header")
+    markdown = written["ablation.md"].read_text()
+    assert markdown.startswith("# ablation header")
+    assert "| `+gaussian` | V4 | 0.710 | 0.720 |" in markdown and "| +0.010 | 4.00 |" in markdown
+    assert len(pd.read_csv(written["ablation"])) == 9
+    single = tables.ablation_table_markdown(tables.ablation_table(
+        results[results["scheme"] == "v4"]))
+    assert "Scheme" not in single and "| `paper` | 0.700 |" in single

@@ -50,6 +50,20 @@ def test_versions(exported_v4, tmp_path) -> None:
     old = {key: value for key, value in data.items() if key != "inference"}
     metadata_path(export_dir).write_text(json.dumps({**old, "format_version": 1}))
     assert read_export_metadata(export_dir).inference == InferenceConfig()
+    # An export written before the mirroring options: today's mirroring (all axes, swapped).
+    before = {k: v for k, v in data["inference"].items() if k not in ("mirror_axes", "mirror_swap")}
+    metadata_path(export_dir).write_text(json.dumps({**data, "inference": before}))
+    loaded = read_export_metadata(export_dir).inference
+    assert (loaded.mirror_axes, loaded.mirror_swap) == ((0, 1, 2), True)
+    assert loaded == InferenceConfig.from_dict(data["inference"])
+    metadata_path(export_dir).write_text(json.dumps(
+        {**data, "inference": {**data["inference"], "mirror_axes": [1, 0], "mirror_swap": False}}))
+    loaded = read_export_metadata(export_dir).inference
+    assert (loaded.mirror_axes, loaded.mirror_swap) == ((0, 1), False)
+    metadata_path(export_dir).write_text(
+        json.dumps({**data, "inference": {**data["inference"], "mirror_axes": [0, 5]}}))
+    with pytest.raises(InputDataError, match="invalid dltk_mm export description.*mirror_axes"):
+        read_export_metadata(export_dir)
     metadata_path(export_dir).write_text(
         json.dumps({**data, "format_version": EXPORT_FORMAT_VERSION + 1}))
     with pytest.raises(InputDataError, match="newer than this dltk_mm understands"):

@@ -20,9 +20,13 @@ import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402, N813
 import tensorflow as tf  # noqa: E402
 
+from dltk_mm.core.label_map import LABEL_NAMES, NUM_CLASSES  # noqa: E402
+from dltk_mm.export.whole_volume import segment_endpoint  # noqa: E402
 from dltk_mm.inference.predict import KerasPredictor, predict_volume  # noqa: E402
+from dltk_mm.inference.predictor import Predictor  # noqa: E402
 from dltk_mm.inference.segment import InferenceConfig  # noqa: E402
 from dltk_mm.io.phantoms import make_phantom  # noqa: E402
+from dltk_mm.io.preprocessing import PreprocessingConfig  # noqa: E402
 from tests.export.conftest import (  # noqa: E402
     INFERENCE,
     PATCH,
@@ -142,3 +146,59 @@ def test_segment_matches_predict_on_a_real_volume(real_data_dir, exported_v4, tm
         pytest.skip(f"{path} is absent from the real-volume folder")
     labels = _segment(export_dir, "mr", _inputs(path, mirror=False, largest=True))
     _assert_same_labels(labels, _reference(model, path, "mr", mirror=False, largest=True))
+
+
+RIGHT_KIDNEY, LEFT_KIDNEY = LABEL_NAMES.index("right_kidney"), LABEL_NAMES.index("left_kidney")
+
+
+def _kidney_by_side(windows: tf.Tensor) -> tf.Tensor:
+    """A 'network' whose answer depends on the position in the window: a bright voxel is the
+    left kidney in the window's high-x half (0.55 against 0.35), the right one in its low-x half
+    (0.8 against 0.1); elsewhere background."""
+    bright = windows[..., 0] > 0.5
+    width = tf.shape(windows)[3]
+    high_x = tf.broadcast_to(tf.range(width) >= width // 2, tf.shape(bright))
+
+    def where(in_high: float, in_low: float, dark: float) -> tf.Tensor:
+        return tf.where(bright, tf.where(high_x, in_high, in_low), dark)
+
+    channels = [where(0.1, 0.1, 1.0), where(0.0, 0.0, 0.0), where(0.0, 0.0, 0.0),
+                where(0.35, 0.8, 0.0), where(0.55, 0.1, 0.0)]
+    return tf.stack(channels, axis=-1)
+
+
+class _FakePredictor(Predictor):
+    def __init__(self, preprocessing: PreprocessingConfig) -> None:
+        super().__init__(("mr",), NUM_CLASSES, preprocessing, PATCH, (1, 1, 1), "<fake>")
+
+    def _probabilities(self, batch: np.ndarray, modality: str) -> np.ndarray:
+        return _kidney_by_side(tf.constant(batch)).numpy()
+
+
+def test_mirror_axes_and_swap_act_as_in_dltk_mm_predict(tmp_path) -> None:
+    """The export's mirror_axes / mirror_swap give dltk-mm-predict's labels in the graph; the
+    swap decides which kidney a left-right flip makes of a kidney on the patient's left."""
+    preprocessing = PreprocessingConfig(spacing_mm=4.0)
+    array = np.zeros((18, 20, 16), np.float32)  # one window along x
+    kidney = (slice(6, 12), slice(7, 13), slice(10, 14))  # the patient's left (high x, LPS)
+    array[kidney] = 100.0
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((4.0, 4.0, 4.0))
+    path = tmp_path / "kidney.nii.gz"
+    sitk.WriteImage(image, str(path))
+    inputs = {name: tf.constant(value) for name, value in
+              _inputs(path, mirror=True, largest=False).items()}
+    kidneys = {}
+    for axes, swap in (((2,), True), ((2,), False), ((0, 1), True), ((0, 1, 2), False)):
+        config = InferenceConfig(overlap=0.5, mirror=True, mirror_axes=axes, mirror_swap=swap)
+        segment = tf.function(segment_endpoint(_kidney_by_side, "mr", preprocessing, PATCH,
+                                               config, NUM_CLASSES))
+        labels = segment(**inputs)["labels"].numpy()
+        reference = predict_volume(_FakePredictor(preprocessing), path, "mr", config=config,
+                                   with_probabilities=True)
+        ranked = np.sort(sitk.GetArrayFromImage(reference.probabilities), axis=-1)
+        _assert_same_labels(labels, (sitk.GetArrayFromImage(reference.labels),
+                                     ranked[..., -1] - ranked[..., -2]))
+        kidneys[axes, swap] = set(np.unique(labels[kidney]))
+    assert kidneys[(2,), True] == kidneys[(0, 1), True] == {LEFT_KIDNEY}
+    assert kidneys[(2,), False] == {RIGHT_KIDNEY}  # the flip's "right kidney", not swapped

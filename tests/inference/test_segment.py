@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -87,6 +88,55 @@ def test_mirroring_averages_every_flip_of_the_three_axes() -> None:
     np.testing.assert_allclose(result, np.repeat(windows, 2, axis=-1), atol=1e-6)
 
 
+def test_mirror_axes_flip_only_those_axes() -> None:
+    calls = []
+
+    def record(windows: np.ndarray) -> np.ndarray:
+        calls.append(windows.copy())
+        return _kidney_by_side(windows)
+
+    image = np.random.default_rng(4).normal(size=PATCH).astype(np.float32)  # one window
+    config = InferenceConfig(mirror=True, mirror_axes=(0, 1))
+    segment_volume(image, record, PATCH, config, NUM_CLASSES)
+    assert len(calls) == 4  # the identity, z, y and both
+    window = image[np.newaxis, ..., np.newaxis]
+    padding = np.zeros((config.batch_size - 1, *PATCH, 1), np.float32)  # the filled-up batch
+
+    def batch(axes: tuple[int, ...]) -> bytes:
+        return np.concatenate([np.flip(window, axes), padding]).tobytes()
+
+    assert {call.tobytes() for call in calls} == {batch(a) for a in ((), (1,), (2,), (1, 2))}
+    x_flipped = {batch(a) for a in ((3,), (1, 3), (2, 3), (1, 2, 3))}
+    assert not x_flipped & {call.tobytes() for call in calls}
+
+
+def test_mirror_swap_off_averages_left_right_flips_without_the_kidney_swap() -> None:
+    # A 'network' that names the kidney by its side in the window (as one that recognises side
+    # by context would in a flipped image): the x-flip's output, flipped back, says "right" at
+    # 0.8. Without the swap it is averaged as such; with it (the default) it counts as "left".
+    image, kidney = _left_kidney_phantom()
+    unswapped = segment_volume(image, _kidney_by_side, PATCH,
+                               InferenceConfig(mirror=True, mirror_axes=(2,), mirror_swap=False),
+                               NUM_CLASSES, keep_probabilities=True)
+    np.testing.assert_allclose(unswapped.probabilities[kidney][:, RIGHT_KIDNEY], (0.35 + 0.8) / 2,
+                               atol=1e-6)
+    np.testing.assert_allclose(unswapped.probabilities[kidney][:, LEFT_KIDNEY], (0.55 + 0.1) / 2,
+                               atol=1e-6)
+    assert (unswapped.labels[kidney] == RIGHT_KIDNEY).all()
+    swapped = segment_volume(image, _kidney_by_side, PATCH,
+                             InferenceConfig(mirror=True, mirror_axes=(2,)), NUM_CLASSES,
+                             keep_probabilities=True)
+    np.testing.assert_allclose(swapped.probabilities[kidney][:, LEFT_KIDNEY], (0.55 + 0.8) / 2,
+                               atol=1e-6)
+    assert (swapped.labels[kidney] == LEFT_KIDNEY).all()
+    # Flips that keep the left-right axis are never swapped, whatever mirror_swap says.
+    no_x = [segment_volume(image, _kidney_by_side, PATCH,
+                           InferenceConfig(mirror=True, mirror_axes=(0, 1), mirror_swap=swap),
+                           NUM_CLASSES, keep_probabilities=True).probabilities
+            for swap in (True, False)]
+    np.testing.assert_array_equal(no_x[0], no_x[1])
+
+
 def _organ_with_island() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     labels = np.zeros((24, 24, 24), np.uint8)
     organ = np.zeros_like(labels, dtype=bool)
@@ -128,6 +178,42 @@ def test_min_component_voxels_removes_only_small_components() -> None:
     assert (cleaned == LEFT_KIDNEY).sum() == 27
     assert (keep_components(labels, NUM_CLASSES, min_voxels=30) == LEFT_KIDNEY).sum() == 0
     np.testing.assert_array_equal(keep_components(labels, NUM_CLASSES), labels)
+
+
+def _ranked_by_itk(labels: np.ndarray, largest: bool, min_voxels: int) -> np.ndarray:
+    """The reference: per organ over the whole map, ITK's components ranked by size (ties in
+    raster order) with RelabelComponent."""
+    import SimpleITK as sitk
+
+    result = labels.copy()
+    for organ in range(1, NUM_CLASSES):
+        mask = result == organ
+        components = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)))
+        ranked = sitk.GetArrayFromImage(sitk.RelabelComponent(
+            components, minimumObjectSize=min_voxels, sortByObjectSize=True))
+        result[mask & ((ranked != 1) if largest else (ranked == 0))] = 0
+    return result
+
+
+def test_components_match_itk_ranking_on_random_maps() -> None:
+    rng = np.random.default_rng(6)
+    for _ in range(60):
+        shape = tuple(int(n) for n in rng.integers(2, 12, 3))
+        labels = ((rng.random(shape) < rng.uniform(0.05, 0.7))
+                  * rng.integers(1, NUM_CLASSES, shape)).astype(np.uint8)
+        for largest, min_voxels in ((True, 0), (False, 2), (True, 3)):
+            np.testing.assert_array_equal(
+                keep_components(labels, NUM_CLASSES, largest=largest, min_voxels=min_voxels),
+                _ranked_by_itk(labels, largest, min_voxels))
+
+
+def test_of_equally_large_components_the_first_in_raster_order_is_kept() -> None:
+    labels = np.zeros((6, 8, 8), np.uint8)
+    labels[4:6, 0:2, 0:2] = LIVER  # 8 voxels, later in raster order (higher z)
+    labels[0:2, 6:8, 6:8] = LIVER  # 8 voxels, first in raster order
+    cleaned = keep_components(labels, NUM_CLASSES, largest=True)
+    assert (cleaned[0:2, 6:8, 6:8] == LIVER).all() and (cleaned[4:6] == 0).all()
+    assert (keep_components(labels, NUM_CLASSES, largest=True, min_voxels=9) == 0).all()
 
 
 def _ramp_along_x(windows: np.ndarray) -> np.ndarray:
@@ -172,23 +258,68 @@ def test_segmentation_is_the_argmax_and_reports_progress() -> None:
     assert segment_volume(image, _pointwise, PATCH, InferenceConfig(), 2).probabilities is None
 
 
+def test_segmentation_never_holds_a_whole_probability_volume() -> None:
+    """Without keep_probabilities, the host's peak (the accumulator is one patch deep, the argmax
+    goes slab by slab into uint8) stays far below one (z, y, x, C) float32 volume."""
+    import tracemalloc
+
+    image = np.zeros((768, 24, 32), np.float32)  # 48 patches deep
+    whole = image.size * 2 * 4
+    tracemalloc.start()
+    try:
+        result = segment_volume(image, _pointwise, PATCH, InferenceConfig(), 2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.labels.shape == image.shape
+    assert peak < 0.4 * whole, (peak, whole)
+
+
 def test_inference_config_round_trip_and_refusals() -> None:
     config = InferenceConfig(overlap=0.25, weighting="gaussian", batch_size=2, mirror=True,
-                             largest_component=True, min_component_voxels=10)
+                             mirror_axes=(0, 2), mirror_swap=False, largest_component=True,
+                             min_component_voxels=10)
     assert InferenceConfig.from_dict(config.to_dict()) == config
+    assert InferenceConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert InferenceConfig.from_dict({}) == InferenceConfig()
+    # A config.json / export written before the mirroring options: their defaults.
+    old = {k: v for k, v in config.to_dict().items() if k not in ("mirror_axes", "mirror_swap")}
+    loaded = InferenceConfig.from_dict(old)
+    assert (loaded.mirror_axes, loaded.mirror_swap) == ((0, 1, 2), True)
+    assert InferenceConfig(mirror_axes=[2, 0]).mirror_axes == (0, 2)  # a JSON list, any order
+    assert InferenceConfig(mirror_axes=()).mirror_axes == ()  # allowed while mirroring is off
     with pytest.raises(ConfigurationError, match="unknown inference setting.*tta"):
         InferenceConfig.from_dict({"tta": True})
     for bad in ({"overlap": 1.0}, {"weighting": "cosine"}, {"batch_size": 0},
-                {"min_component_voxels": -1}):
-        with pytest.raises(ConfigurationError):
+                {"min_component_voxels": -1}, {"mirror_axes": (0, 3)},
+                {"mirror_axes": (1, 1)}, {"mirror_axes": (-1,)}, {"mirror_axes": ("x",)},
+                {"mirror_axes": (True,)}, {"mirror_axes": (), "mirror": True}):
+        with pytest.raises(ConfigurationError, match="overlap|weighting|batch|component|mirror"):
             InferenceConfig(**bad)
+
+
+def test_mirroring_options_are_flags() -> None:
+    from absl import flags
+
+    from dltk_mm.inference.config_flags import define_inference_flags, inference_from_flags
+
+    fv = flags.FlagValues()
+    define_inference_flags(fv)
+    fv(["prog", "--mirror", "--mirror_axes=0,1", "--nomirror_swap"])
+    config = inference_from_flags(fv, InferenceConfig())
+    assert (config.mirror, config.mirror_axes, config.mirror_swap) == (True, (0, 1), False)
+    fv = flags.FlagValues()
+    define_inference_flags(fv)
+    fv(["prog", "--mirror", "--mirror_axes=0,0"])
+    with pytest.raises(ConfigurationError, match="mirror_axes must be distinct"):
+        inference_from_flags(fv, InferenceConfig())
 
 
 def test_paper_protocol_is_the_default() -> None:
     config = InferenceConfig()
     assert (config.overlap, config.weighting, config.mirror, config.largest_component,
             config.min_component_voxels) == (0.5, "uniform", False, False, 0)
+    assert (config.mirror_axes, config.mirror_swap) == ((0, 1, 2), True)  # today's mirroring
 
 
 def test_stream_probabilities_are_traced_once_per_stream() -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dltk_mm.inference.sliding_window import (
+    blended_slabs,
     count_windows,
     gaussian_weights,
     sliding_window_inference,
@@ -224,3 +225,31 @@ def test_compiled_tf_function_is_traced_once() -> None:
     assert len(traces) == 1  # 64 windows = 9 full batches + one padded batch, one input shape
     expected = 1.0 / (1.0 + np.exp(-2.0 * volume))
     np.testing.assert_allclose(result[..., 0], expected, atol=1e-5)
+
+
+def _window_mean_and_position(batch: np.ndarray) -> np.ndarray:
+    """Not pointwise: each output voxel mixes its intensity, its x in the window and the
+    window's mean, so any change of which windows are summed, or in what order, shows."""
+    position = np.arange(batch.shape[3], dtype=np.float32) / batch.shape[3]
+    mean = batch.mean(axis=(1, 2, 3, 4), keepdims=True)[..., 0]
+    first = batch[..., 0] + position * mean
+    return np.stack([first, 1.0 - first, position + 0 * first], axis=-1).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(5, 9, 11), (19, 25, 33), (40, 13, 20)],
+                         ids=["padded", "not-divisible", "tall"])
+@pytest.mark.parametrize("overlap", [0.0, 0.5, 0.75])
+@pytest.mark.parametrize("weighting", ["uniform", "gaussian"])
+def test_slabs_are_the_whole_volume_bit_for_bit(shape, overlap, weighting) -> None:
+    volume = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    options = {"patch_size": PATCH, "overlap": overlap, "batch_size": 3, "weighting": weighting}
+    whole = sliding_window_inference(volume, _window_mean_and_position, **options)
+    starts, slabs = [], []
+    for start, slab in blended_slabs(volume, _window_mean_and_position, **options):
+        assert slab.shape[1:] == (*shape[1:], 3) and slab.dtype == np.float32
+        starts.append(start)
+        slabs.append(slab.copy())  # a slab is valid until the next one
+    assert starts == list(np.cumsum([0] + [len(s) for s in slabs[:-1]]))  # in order, once
+    np.testing.assert_array_equal(np.concatenate(slabs), whole)
+    if shape[0] > 2 * PATCH[0]:
+        assert len(slabs) > 1
