@@ -85,7 +85,7 @@ def _define_reserved(fv: flags.FlagValues) -> None:
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines the benchmark's flags, every ``dltk-mm-train`` flag and the ``--eval_*`` flags."""
     flags.DEFINE_enum("preset", "paper", sorted(BENCHMARK_PRESETS), "Settings on top of the "
-                      "paper's: paper (GPU), cpu (about 13 minutes per model on 2 cores), smoke "
+                      "paper's: paper (GPU), cpu (about 8-14 minutes per model on 2 cores), smoke "
                       "(minutes).", flag_values=fv)
     flags.DEFINE_string("manifest", None, "Manifest CSV of CT and MR volumes with labels "
                         "(default: built-in phantoms generated into <results_dir>/data).",

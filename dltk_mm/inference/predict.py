@@ -17,7 +17,8 @@ For each input (a volume file or a DICOM series folder, with its modality), :fun
 Windows over the whole volume with overlapping probabilities averaged follow docs/paper.md,
 section 6; writing the result in the input's geometry is dltk_mm's addition.
 
-:func:`predict_files` writes ``<output_dir>/<subject_id>.nii.gz`` (uint8 labels, the name
+:func:`predict_files` reads the next input on a second thread while the current one is
+segmented, and writes ``<output_dir>/<subject_id>.nii.gz`` (uint8 labels, the name
 ``dltk-mm-evaluate`` expects) and, if asked, ``<output_dir>/probabilities/<subject_id>.nii.gz``
 (:mod:`dltk_mm.inference.outputs`). Before predicting anything it checks every output (never an
 input or a file the manifest names, existing outputs only with ``overwrite``, or skipped with
@@ -41,6 +42,7 @@ the peak is set by reading and reorienting the input, not by the sliding window.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -111,6 +113,17 @@ def prediction_preprocessing(config: PreprocessingConfig) -> PreprocessingConfig
     return dataclasses.replace(config, crop_to_organs=False)
 
 
+def preprocess_for_prediction(predictor: Predictor, image_path: str | os.PathLike, modality: str,
+                              subject_id: str) -> PreprocessedVolume:
+    """Reads ``image_path`` and preprocesses it as ``predictor``'s training did, without the crop.
+
+    Raises:
+        InputDataError: a missing or unreadable input.
+    """
+    return preprocess_volume(Path(image_path), None, modality,
+                             prediction_preprocessing(predictor.preprocessing), subject_id)
+
+
 def predict_volume(
     predictor: Predictor,
     image_path: str | os.PathLike,
@@ -120,6 +133,7 @@ def predict_volume(
     config: InferenceConfig | None = None,
     with_probabilities: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    volume: PreprocessedVolume | None = None,
 ) -> VolumePrediction:
     """Segments one volume and maps the labels back onto its own grid.
 
@@ -132,6 +146,8 @@ def predict_volume(
         config: how to segment (default :class:`InferenceConfig`: the paper's protocol).
         with_probabilities: also restore the class probabilities onto the input's grid.
         progress: called as ``progress(windows_done, windows_total)`` after every batch.
+        volume: ``image_path`` already preprocessed by :func:`preprocess_for_prediction` (read
+            ahead by :func:`predict_files`); None reads and preprocesses it here.
 
     Returns:
         The :class:`VolumePrediction`.
@@ -145,8 +161,8 @@ def predict_volume(
     patch = predictor.check_patch_size(patch_size)
     image_path = Path(image_path)
     subject_id = subject_id or subject_id_from_path(image_path)
-    volume = preprocess_volume(image_path, None, modality,
-                               prediction_preprocessing(predictor.preprocessing), subject_id)
+    if volume is None:
+        volume = preprocess_for_prediction(predictor, image_path, modality, subject_id)
     logging.info("%s (%s): preprocessed grid %s, window %s, %s", subject_id, modality,
                  volume.image.shape, patch, config)
     segmentation = segment_volume(
@@ -196,12 +212,13 @@ class ProgressCallbacks:
 
 
 def _predict_one(predictor: Predictor, plan: PlannedOutput, patch: tuple[int, int, int],
-                 config: InferenceConfig, progress: Callable[[int, int], None] | None
-                 ) -> PredictionRecord:
+                 config: InferenceConfig, progress: Callable[[int, int], None] | None,
+                 volume: PreprocessedVolume) -> PredictionRecord:
     item = plan.input
     prediction = predict_volume(
         predictor, item.image, item.modality, subject_id=item.subject_id, patch_size=patch,
         config=config, with_probabilities=plan.probabilities is not None, progress=progress,
+        volume=volume,
     )
     # Probabilities first: a label file present means the subject is complete (--skip_existing).
     if plan.probabilities is not None and prediction.probabilities is not None:
@@ -260,21 +277,36 @@ def predict_files(
     if check:
         check_inputs([plan.input for plan in planned if not plan.skip], callbacks.checked)
     Path(output_dir).expanduser().mkdir(parents=True, exist_ok=True)
+    to_predict = [plan for plan in planned if not plan.skip]
     records = []
-    for index, plan in enumerate(planned, start=1):
-        item = plan.input
-        if plan.skip:
-            record = PredictionRecord(item.subject_id, item.modality, item.image, plan.labels,
-                                      plan.probabilities, 0, skipped=True)
-            logging.info("%s: %s exists, skipped", item.subject_id, plan.labels)
-        else:
-            if callbacks.subject_start is not None:
-                callbacks.subject_start(index, len(planned), item)
-            record = _predict_one(predictor, plan, patch, config or InferenceConfig(),
-                                  callbacks.windows)
-        records.append(record)
-        if callbacks.subject_done is not None:
-            callbacks.subject_done(index, len(planned), record)
+    # One reader thread: the next input is read and resampled while the current one is segmented
+    # (the host holds at most two preprocessed volumes).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
+        def read_ahead(position: int) -> concurrent.futures.Future | None:
+            if position >= len(to_predict):
+                return None
+            item = to_predict[position].input
+            return reader.submit(preprocess_for_prediction, predictor, item.image,
+                                 item.modality, item.subject_id)
+
+        upcoming, position = read_ahead(0), 0
+        for index, plan in enumerate(planned, start=1):
+            item = plan.input
+            if plan.skip:
+                record = PredictionRecord(item.subject_id, item.modality, item.image,
+                                          plan.labels, plan.probabilities, 0, skipped=True)
+                logging.info("%s: %s exists, skipped", item.subject_id, plan.labels)
+            else:
+                if callbacks.subject_start is not None:
+                    callbacks.subject_start(index, len(planned), item)
+                volume = upcoming.result()
+                position += 1
+                upcoming = read_ahead(position)
+                record = _predict_one(predictor, plan, patch, config or InferenceConfig(),
+                                      callbacks.windows, volume)
+            records.append(record)
+            if callbacks.subject_done is not None:
+                callbacks.subject_done(index, len(planned), record)
     return records
 
 
@@ -296,6 +328,7 @@ __all__ = [
     "predict_files",
     "predict_volume",
     "prediction_preprocessing",
+    "preprocess_for_prediction",
     "subject_id_from_path",
     "write_probabilities",
 ]

@@ -63,7 +63,11 @@ class InferenceConfig:
             gaussian (centre-weighted).
         batch_size: Windows per network call.
         mirror: Test-time mirroring: average the probabilities of every combination of flips
-            of mirror_axes (8 for the three axes, 8 times the work). Off in the paper.
+            of mirror_axes (8 for the three axes, 8 times the work). Off in the paper. Only for
+            a model trained with random flips of the same axes (``--flip_axes``): a network
+            that never saw a flipped volume segments one badly, and averaging those outputs
+            ruined a model trained without flips (mean Dice 0.81 -> 0.24 on the dev folder;
+            experiments/paper/README.md, "Accuracy on the dev folder").
         mirror_axes: Axes of the (z, y, x) preprocessed volume that test-time mirroring flips
             (0 z, 1 y, 2 x, the patient's left-right axis); every combination of them is
             segmented, the identity included (2 ** len(mirror_axes) passes).

@@ -49,6 +49,7 @@ def test_cpu_and_smoke_presets_change_only_their_fields(tmp_path) -> None:
     assert smoke.effective_learning_rate == pytest.approx(1e-4)  # the scheme's rate still
     cpu = preset_config(tmp_path, "cpu", "joint")
     assert cpu.network.width == 0.25 and cpu.network.num_res_units == 3
+    assert cpu.preprocessing.spacing_mm == 4.0  # the paper's 128 mm field of view
     assert cpu.pipeline.patch_size == (32, 32, 32) and cpu.pipeline.batch_size == 4
     assert cpu.steps == 3000 and cpu.effective_learning_rate == pytest.approx(1e-3)
     paper = preset_config(tmp_path, "paper", "joint")

@@ -48,8 +48,8 @@ def test_a_recipe_brings_its_fields_over_the_preset_and_under_the_flags(tmp_path
     (run,) = plan_runs(settings, tmp_path / "m.csv")[:1]
     config = run.config
     assert config.recipe == "plus" and config.loss == "dice"
-    assert config.lr_schedule == RECIPES["plus"]["lr_schedule"] != "constant"
-    assert config.inference.mirror and config.network.width == 0.25  # recipe and preset
+    assert config.inference.weighting == RECIPES["plus"]["inference.weighting"] != "uniform"
+    assert config.inference.largest_component and config.network.width == 0.25  # recipe, preset
 
 
 def test_eval_flags_change_the_evaluation_not_the_validation(tmp_path) -> None:

@@ -305,3 +305,42 @@ def test_segmentation_options_reach_the_prediction(predictor, tmp_path) -> None:
         min_component_voxels=10**6))
     assert len(np.unique(sitk.GetArrayViewFromImage(plain.labels))) > 1
     assert (sitk.GetArrayViewFromImage(cleaned.labels) == 0).all()
+
+
+def test_the_next_input_is_read_while_the_current_one_is_segmented(predictor, tmp_path,
+                                                                   monkeypatch) -> None:
+    import threading
+
+    from dltk_mm.inference import predict as predict_module
+
+    images = [tmp_path / f"{name}.nii.gz" for name in ("a", "b", "c")]
+    for seed, path in enumerate(images):
+        _write_volume(path, "RAS", (2.0, 2.0, 5.0), (0.0, 0.0, 0.0), (12, 12, 6), seed=seed)
+    read = {name: threading.Event() for name in ("a", "b", "c")}
+    reading_threads = set()
+    original = predict_module.preprocess_for_prediction
+
+    def recording_read(predictor_, image_path, modality, subject_id):
+        reading_threads.add(threading.get_ident())
+        volume = original(predictor_, image_path, modality, subject_id)
+        read[subject_id].set()
+        return volume
+
+    monkeypatch.setattr(predict_module, "preprocess_for_prediction", recording_read)
+    ahead = []
+
+    class Recorder:  # segmenting a waits until b has been read (only possible if read ahead)
+        def __getattr__(self, name):
+            return getattr(predictor, name)
+
+        def predict_probabilities(self, windows, modality):
+            ahead.append(read["b"].wait(timeout=10))
+            return predictor.predict_probabilities(windows, modality)
+
+    records = predict_files(Recorder(), inputs_from_paths(images, "ct"), tmp_path / "out")
+    assert ahead and all(ahead)
+    assert threading.get_ident() not in reading_threads  # read on the reader thread
+    for record, path in zip(records, images, strict=True):  # as predicted one by one
+        reference = predict_volume(predictor, path, "ct").labels
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(record.labels))),
+                                      sitk.GetArrayFromImage(reference))

@@ -31,28 +31,28 @@ def test_plus_layers_over_the_defaults() -> None:
     assert plus.recipe == "plus"
     for field, value in RECIPES["plus"].items():
         assert get_path(plus, field) == value, field
-    assert plus.loss == "dice_cross_entropy" and plus.lr_schedule == "poly"
-    assert plus.warmup_steps > 0 and plus.pipeline.augmentation.flip_axes == (2,)
-    assert plus.pipeline.augmentation.swap_lr_labels == (3, 4)
-    assert plus.inference.mirror and plus.inference.largest_component
-    assert plus.inference.weighting == "gaussian"
+    assert plus.loss == "dice_cross_entropy"
+    assert plus.inference.largest_component and plus.inference.weighting == "gaussian"
+    # Measured and left out: mirroring, flips, the poly schedule.
+    assert not plus.inference.mirror and plus.pipeline.augmentation.flip_axes == ()
+    assert plus.lr_schedule == "constant"
     # Everything the recipe does not name keeps the paper's default.
     changed = {key.split(".")[0] for key in plus.differences(_defaults())}
-    assert changed == {"loss", "lr_schedule", "warmup_steps", "pipeline", "inference", "recipe"}
+    assert changed == {"loss", "inference", "recipe"}
     assert plus.steps == 10000 and plus.effective_learning_rate == 1e-4
 
 
 def test_a_flag_given_beats_the_recipe(tmp_path: Path) -> None:
-    for args in (["--recipe=plus", "--loss=dice", "--novalidation_mirror"],
-                 ["--loss=dice", "--novalidation_mirror", "--recipe=plus"]):  # order is irrelevant
+    for args in (["--recipe=plus", "--loss=dice", "--validation_weighting=uniform"],
+                 ["--loss=dice", "--validation_weighting=uniform", "--recipe=plus"]):  # any order
         config = config_flags.config_from_args([*BASE, *args])
-        assert config.loss == "dice" and not config.inference.mirror
-        assert config.lr_schedule == "poly" and config.inference.largest_component
+        assert config.loss == "dice" and config.inference.weighting == "uniform"
+        assert config.inference.largest_component
     # ... also when given in a flagfile, and when it equals the paper's default.
     flagfile = tmp_path / "run.cfg"
-    flagfile.write_text("--recipe=plus\n--flip_axes=\n--lr_schedule=constant\n")
+    flagfile.write_text("--recipe=plus\n--novalidation_largest_component\n")
     config = config_flags.config_from_args([*BASE, f"--flagfile={flagfile}"])
-    assert config.pipeline.augmentation.flip_axes == () and config.lr_schedule == "constant"
+    assert not config.inference.largest_component and config.inference.weighting == "gaussian"
     assert config.loss == "dice_cross_entropy"
 
 
@@ -61,9 +61,9 @@ def test_config_json_records_the_resolved_fields_and_the_recipe(tmp_path: Path) 
     config.save(tmp_path / "config.json")
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["recipe"] == "plus" and saved["loss"] == "dice_cross_entropy"
-    assert saved["lr_schedule"] == "poly" and saved["warmup_steps"] == 50
-    assert saved["pipeline"]["augmentation"]["flip_axes"] == [2]
-    assert saved["inference"]["mirror"] is True and saved["inference"]["weighting"] == "gaussian"
+    assert saved["warmup_steps"] == 50
+    assert saved["inference"]["largest_component"] is True
+    assert saved["inference"]["weighting"] == "gaussian"
     assert TrainConfig.load(tmp_path / "config.json") == config
     # A config.json written before recipes existed loads as the paper recipe.
     del saved["recipe"], saved["lr_schedule"], saved["warmup_steps"]
