@@ -37,8 +37,10 @@ def test_plus_layers_over_the_defaults() -> None:
     assert not plus.inference.mirror and plus.pipeline.augmentation.flip_axes == ()
     assert plus.lr_schedule == "constant"
     # Everything the recipe does not name keeps the paper's default.
+    augmentation = plus.pipeline.augmentation
+    assert augmentation.gamma_probability > 0 and augmentation.rotation_probability > 0
     changed = {key.split(".")[0] for key in plus.differences(_defaults())}
-    assert changed == {"loss", "inference", "recipe"}
+    assert changed == {"loss", "pipeline", "inference", "recipe"}
     assert plus.steps == 10000 and plus.effective_learning_rate == 1e-4
 
 
