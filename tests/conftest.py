@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A suite started in the background by a non-interactive shell (`pytest &`, nohup) inherits SIGINT
+# ignored, and so would every command a test runs: the tests of Ctrl-C handling need it delivered.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import dltk_mm  # noqa: E402,F401  (its TensorFlow defaults, before any test imports TensorFlow)
 from dltk_mm.io.pipeline import PipelineConfig  # noqa: E402
