@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from absl import logging
 
 from dltk_mm.benchmark.paper_results import (
     ORGAN_TITLES,
@@ -204,6 +205,18 @@ def surface_table(results: pd.DataFrame) -> pd.DataFrame:
                                        "hd95_std", "assd_mean", "assd_std", "missed"])
 
 
+def _runs_with_every_protocol(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the runs scored under every protocol their scheme has."""
+    per_run = frame.groupby(list(RUN_KEYS))["protocol"].agg(frozenset)
+    wanted = frame.groupby("scheme")["protocol"].agg(frozenset)
+    incomplete = [run for run, protocols in per_run.items() if protocols != wanted[run[0]]]
+    if incomplete:
+        logging.warning("ablation: left out %d run(s) not scored under every protocol: %s",
+                        len(incomplete), ", ".join("/".join(map(str, run)) for run in incomplete))
+    keys = frame[list(RUN_KEYS)].apply(tuple, axis=1)
+    return frame[~keys.isin(incomplete)]
+
+
 def ablation_table(results: pd.DataFrame) -> pd.DataFrame:
     """The ablation: per protocol (in :data:`~dltk_mm.benchmark.protocols.PROTOCOL_ORDER`) and
     scheme, the mean Dice of each (modality, organ) over all held-out subjects, folds and seeds.
@@ -214,8 +227,11 @@ def ablation_table(results: pd.DataFrame) -> pd.DataFrame:
         organ) means (:func:`overall_table`), ``difference`` its change from the ``paper``
         protocol of the same scheme (NaN without it), ``seconds_per_volume`` the mean
         segmentation time of a held-out volume.
+
+    Only the runs scored under every protocol of their scheme count, so that each row of a
+    scheme averages the same runs (a run without some protocol is left out, with a warning).
     """
-    frame = check_results(results)
+    frame = _runs_with_every_protocol(check_results(results))
     organs = organ_names(NUM_CLASSES)
     rows = []
     for protocol in sorted(frame["protocol"].unique(), key=protocol_rank):

@@ -149,3 +149,20 @@ def test_ablation_table_has_one_row_per_protocol_and_scheme_with_the_change_and_
     single = tables.ablation_table_markdown(tables.ablation_table(
         results[results["scheme"] == "v4"]))
     assert "Scheme" not in single and "| `paper` | 0.700 |" in single
+
+
+def test_ablation_rows_of_a_scheme_average_the_same_runs(caplog) -> None:
+    paper = synthetic_results()
+    gaussian = paper.assign(protocol="+gaussian", dice=paper["dice"] + 0.01)
+    # One run (v4, seed 1) has no +gaussian scores: it is left out of every v4 row.
+    partial = gaussian[~((gaussian["scheme"] == "v4") & (gaussian["seed"] == 1))]
+    shifted = paper.assign(dice=np.where((paper["scheme"] == "v4") & (paper["seed"] == 1),
+                                         paper["dice"] - 0.5, paper["dice"]))
+    with caplog.at_level("WARNING"):
+        table = tables.ablation_table(pd.concat([shifted, partial], ignore_index=True))
+    v4 = table[table["scheme"] == "v4"].set_index("protocol")
+    assert v4.loc["paper", "volumes"] == v4.loc["+gaussian", "volumes"] == 6
+    assert v4.loc["+gaussian", "difference"] == pytest.approx(0.01)
+    assert "v4/0/1" in caplog.text and "not scored under every protocol" in caplog.text
+    individual = table[table["scheme"] == "individual"].set_index("protocol")
+    assert individual.loc["paper", "volumes"] == 12  # complete runs all kept
