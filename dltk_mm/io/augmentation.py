@@ -11,7 +11,10 @@ labels (3 and 4): the swap is part of :func:`flip` itself, so it cannot be forgo
 
 Beyond the paper, also off by default: per-patch random gamma, contrast and brightness
 (:func:`random_gamma`, :func:`random_contrast`, :func:`random_brightness`; the label is never
-touched) and random scaling and rotation about the patch centre
+touched), per-organ intensity scaling (:func:`random_organ_intensity`: each labelled organ's
+intensities multiplied by its own factor, so that an organ darker or brighter than usual, as in
+iron overload or fatty liver, is still found by its shape and place) and random scaling and
+rotation about the patch centre
 (:mod:`dltk_mm.io.spatial_augmentation`; image trilinear, label nearest neighbour). Elastic
 deformation is not offered.
 
@@ -55,6 +58,10 @@ class AugmentationConfig:
         contrast_range: Range (low, high) of the contrast factor, drawn uniformly.
         brightness_probability: Chance of multiplying the patch's intensities by a factor.
         brightness_range: Range (low, high) of the brightness factor, drawn uniformly.
+        organ_intensity_probability: Chance of scaling each labelled organ's intensities by its
+            own factor (the label is never touched).
+        organ_intensity_range: Range (low, high) of each organ's factor, drawn uniformly and
+            independently per organ.
         scale_probability: Chance of zooming the patch about its centre (image linear, label
             nearest).
         scale_range: Range (low, high) of the zoom factor (above 1 magnifies), drawn uniformly.
@@ -74,6 +81,8 @@ class AugmentationConfig:
     contrast_range: tuple[float, float] = (0.75, 1.25)
     brightness_probability: float = 0.0
     brightness_range: tuple[float, float] = (0.75, 1.25)
+    organ_intensity_probability: float = 0.0
+    organ_intensity_range: tuple[float, float] = (0.1, 1.25)
     scale_probability: float = 0.0
     scale_range: tuple[float, float] = (0.85, 1.25)
     rotation_probability: float = 0.0
@@ -111,8 +120,9 @@ class AugmentationConfig:
 
 
 _PROBABILITIES = ("gamma_probability", "contrast_probability", "brightness_probability",
-                  "scale_probability", "rotation_probability")
-_RANGES = ("gamma_range", "contrast_range", "brightness_range", "scale_range")
+                  "organ_intensity_probability", "scale_probability", "rotation_probability")
+_RANGES = ("gamma_range", "contrast_range", "brightness_range", "organ_intensity_range",
+           "scale_range")
 
 
 def _check_range(name: str, value: Sequence[float]) -> tuple[float, float]:
@@ -324,6 +334,45 @@ def random_brightness(image: tf.Tensor, probability: float, brightness_range: Se
     """
     return _randomly(image, probability, brightness_range, seed,
                      lambda image, factor: image * factor)
+
+
+def random_organ_intensity(image: tf.Tensor, label: tf.Tensor, probability: float,
+                           factor_range: Sequence[float], seed: SeedLike) -> tf.Tensor:
+    """With chance ``probability``: every organ's voxels multiplied by that organ's own factor.
+
+    Each label value above 0 draws a factor uniform in ``factor_range``; background keeps 1. The
+    map of factors is averaged over each voxel's 3x3x3 neighbourhood, so that an organ's border
+    changes gradually, as partial-volume voxels do, rather than in a step the network could learn
+    as a cue.
+
+    Args:
+        image: float patch ``(z, y, x)``.
+        label: integer label patch ``(z, y, x)`` (non-negative), the same shape.
+        probability: Chance of applying it; 0 returns ``image`` itself.
+        factor_range: ``(low, high)`` of each organ's factor.
+        seed: Stateless seed, shape ``[2]``.
+
+    Returns:
+        The image with its organs rescaled (or unchanged); the label is not touched.
+    """
+    image = tf.convert_to_tensor(image)
+    if probability == 0:
+        return image
+    label = tf.cast(label, tf.int32)
+    seed = as_seed(seed)
+    low, high = float(factor_range[0]), float(factor_range[1])
+
+    def transformed() -> tf.Tensor:
+        count = tf.reduce_max(label) + 1
+        factors = low + (high - low) * tf.random.stateless_uniform(
+            [count], fold_in_seed(seed, 1), dtype=image.dtype)
+        factors = tf.concat([tf.ones([1], image.dtype), factors[1:]], axis=0)
+        factor_map = tf.gather(factors, label)[None, ..., None]
+        factor_map = tf.nn.avg_pool3d(factor_map, 3, 1, "SAME")[0, ..., 0]
+        return image * factor_map
+
+    coin = tf.random.stateless_uniform([], fold_in_seed(seed, 0))
+    return tf.cond(coin < probability, transformed, lambda: image)
 
 
 def random_intensity(image: tf.Tensor, config: AugmentationConfig, seed: SeedLike) -> tf.Tensor:

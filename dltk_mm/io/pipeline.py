@@ -25,9 +25,9 @@ How it works (per modality):
    several batches at almost no memory cost.
 4. Each descriptor is cut into an image/label patch (parallel map): optionally scaled and rotated
    about the patch centre (:mod:`~dltk_mm.io.spatial_augmentation`: the patch is then resampled
-   from the whole volume, image trilinear, label nearest), optional random gamma, contrast and
-   brightness, the read's intensity offset (seeded by the read's seed, hence shared by all
-   patches of that read) and optional flips.
+   from the whole volume, image trilinear, label nearest), an optional per-organ intensity
+   factor, optional random gamma, contrast and brightness, the read's intensity offset (seeded
+   by the read's seed, hence shared by all patches of that read) and optional flips.
 5. Batches get per-voxel Gaussian noise (seeded by the batch counter), the channel axis, int32
    labels and the modality index, and are prefetched.
 
@@ -53,6 +53,7 @@ from dltk_mm.io.augmentation import (
     add_intensity_offset,
     random_flip,
     random_intensity,
+    random_organ_intensity,
 )
 from dltk_mm.io.seeds import derive_seed, fold_in_seed
 from dltk_mm.io.spatial_augmentation import random_affine_matrix, resample_patch
@@ -307,6 +308,9 @@ def _cut_fn(bank: _VolumeBank, config: PipelineConfig
             image = tf.slice(bank.image(volume), start, patch)
             label = tf.slice(bank.label(volume), start, patch)
         image, label = tf.ensure_shape(image, patch), tf.ensure_shape(label, patch)
+        image = random_organ_intensity(
+            image, label, augmentation.organ_intensity_probability,
+            augmentation.organ_intensity_range, fold_in_seed(patch_seed, 6))
         image = random_intensity(image, augmentation, fold_in_seed(patch_seed, 5))
         # One offset per volume read: every patch of the read uses the read's seed.
         image = add_intensity_offset(image, augmentation.offset_sigma, fold_in_seed(read_seed, 2))

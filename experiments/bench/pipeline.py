@@ -11,7 +11,7 @@ Usage:
 
 ``--augment`` switches on every augmentation beyond the paper at once, each with probability
 ``--augment_probability`` (default 1, the most work): flips on all axes, random gamma, contrast,
-brightness, scaling and rotation (:func:`full_augmentation`).
+brightness, per-organ intensity, scaling and rotation (:func:`full_augmentation`).
 """
 
 from __future__ import annotations
@@ -79,10 +79,12 @@ def synthetic_volume(shape: tuple[int, int, int], rng: np.random.Generator):
 
 def full_augmentation(probability: float = 1.0) -> AugmentationConfig:
     """Every augmentation on (the paper's noise and offset, flips on all axes, gamma, contrast,
-    brightness, scaling and rotation), each beyond the paper with ``probability``."""
+    brightness, per-organ intensity, scaling and rotation), each beyond the paper with
+    ``probability``."""
     return AugmentationConfig(
         flip_axes=(0, 1, 2), gamma_probability=probability, contrast_probability=probability,
-        brightness_probability=probability, scale_probability=probability,
+        brightness_probability=probability, organ_intensity_probability=probability,
+        scale_probability=probability,
         rotation_probability=probability)
 
 

@@ -182,10 +182,50 @@ def test_intensity_factors_follow_probability_range_and_seed():
     assert again == factors[7]
 
 
+def _two_organ_patch() -> tuple[np.ndarray, np.ndarray]:
+    """A patch of constant 2.0 with a liver block (label 1) and a spleen block (label 2)."""
+    image = np.full((12, 12, 16), 2.0, np.float32)
+    label = np.zeros(image.shape, np.uint8)
+    label[2:10, 2:10, 1:7] = 1
+    label[2:10, 2:10, 10:15] = 2
+    return image, label
+
+
+def test_organ_intensity_scales_each_organ_by_its_own_factor_and_keeps_the_background():
+    image, label = _two_organ_patch()
+    out = aug.random_organ_intensity(image, label, 1.0, (0.1, 1.25), (4, 2)).numpy()
+    liver = out[4:8, 4:8, 3:5] / 2.0  # interiors: the 3x3x3 softening does not reach them
+    spleen = out[4:8, 4:8, 11:14] / 2.0
+    np.testing.assert_allclose(liver, liver.flat[0], rtol=1e-6)
+    np.testing.assert_allclose(spleen, spleen.flat[0], rtol=1e-6)
+    assert 0.1 <= liver.flat[0] <= 1.25 and 0.1 <= spleen.flat[0] <= 1.25
+    assert abs(liver.flat[0] - spleen.flat[0]) > 1e-3  # independent factors
+    np.testing.assert_array_equal(out[:, :, 8], image[:, :, 8])  # background between the organs
+    np.testing.assert_array_equal(out[11], image[11])
+    # The border changes gradually: a voxel just outside the liver is between 2 and the inside.
+    edge = out[5, 5, 0] / 2.0
+    assert min(1.0, liver.flat[0]) < edge < max(1.0, liver.flat[0])
+
+
+def test_organ_intensity_follows_probability_and_seed():
+    image, label = _two_organ_patch()
+    np.testing.assert_array_equal(
+        aug.random_organ_intensity(image, label, 0.0, (0.1, 1.25), (1, 2)), image)
+    applied = [not np.array_equal(aug.random_organ_intensity(image, label, 0.5, (0.1, 1.25),
+                                                              (seed, 9)).numpy(), image)
+               for seed in range(60)]
+    assert 0.25 < np.mean(applied) < 0.75
+    first = aug.random_organ_intensity(image, label, 1.0, (0.1, 1.25), (3, 3)).numpy()
+    np.testing.assert_array_equal(
+        first, aug.random_organ_intensity(image, label, 1.0, (0.1, 1.25), (3, 3)).numpy())
+    empty = aug.random_organ_intensity(image, np.zeros_like(label), 1.0, (0.1, 1.25), (3, 3))
+    np.testing.assert_array_equal(empty.numpy(), image)
+
+
 def test_augmentation_config_new_fields_default_off_and_validated():
     config = aug.AugmentationConfig()
     for name in ("gamma_probability", "contrast_probability", "brightness_probability",
-                 "scale_probability", "rotation_probability"):
+                 "organ_intensity_probability", "scale_probability", "rotation_probability"):
         assert getattr(config, name) == 0.0
     assert not config.spatial
     assert aug.AugmentationConfig(rotation_probability=0.2).spatial
@@ -193,7 +233,8 @@ def test_augmentation_config_new_fields_default_off_and_validated():
     for bad in ({"gamma_probability": 1.5}, {"scale_probability": -0.1},
                 {"contrast_range": (1.2, 0.8)}, {"gamma_range": (0.0, 1.0)},
                 {"brightness_range": (1.0,)}, {"rotation_degrees": -1.0},
-                {"tilt_degrees": 200.0}):
+                {"tilt_degrees": 200.0}, {"organ_intensity_range": (0.0, 1.0)},
+                {"organ_intensity_probability": 2.0}):
         with pytest.raises(ConfigurationError):
             aug.AugmentationConfig(**bad)
 

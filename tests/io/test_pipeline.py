@@ -259,10 +259,27 @@ def test_intensity_augmentation_keeps_labels_and_is_seeded():
     _assert_same(augmented, _take(modality_dataset(volumes, 0, config), 3))
 
 
+def test_organ_intensity_rescales_organs_only_and_keeps_labels():
+    volumes = _volumes(2)
+    organs = dataclasses.replace(NO_AUGMENTATION, organ_intensity_probability=1.0,
+                                 organ_intensity_range=(0.5, 0.5))
+    plain = _take(modality_dataset(volumes, 0, _config(augmentation=NO_AUGMENTATION)), 3)
+    augmented = _take(modality_dataset(volumes, 0, _config(augmentation=organs)), 3)
+    for (image, label, _), (plain_image, plain_label, _) in zip(augmented, plain, strict=True):
+        np.testing.assert_array_equal(label, plain_label)
+        ratio = np.divide(image[..., 0], plain_image[..., 0], out=np.ones(label.shape, np.float32),
+                          where=plain_image[..., 0] != 0)
+        assert np.all((ratio > 0.5 - 1e-4) & (ratio < 1 + 1e-4))  # a factor between 0.5 and 1
+        # Every organ voxel is darkened (its own factor weighs >= 1/27 after the softening) ...
+        assert np.all(ratio[label > 0] < 1 - 0.5 / 27 + 1e-4) and ratio[label > 0].min() < 0.9
+        # ... and background away from the organs is untouched.
+        assert np.isclose(ratio[label == 0], 1.0, atol=1e-4).mean() > 0.5
+
+
 def test_every_augmentation_on_is_repeatable_with_a_seed():
     everything = dataclasses.replace(
         SPATIAL, noise_sigma=0.1, offset_sigma=0.1, flip_axes=(0, 1, 2), gamma_probability=0.5,
-        contrast_probability=0.5, brightness_probability=0.5)
+        contrast_probability=0.5, brightness_probability=0.5, organ_intensity_probability=0.5)
     volumes = {"mr": _volumes(2), "ct": _volumes(1)}
     config = _config(augmentation=everything)
     first = _take(interleaved_dataset(volumes, ("mr", "ct"), config=config), 4)
