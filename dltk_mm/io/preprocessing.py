@@ -502,13 +502,20 @@ def _file_identity(path: str | None) -> dict[str, Any] | None:
 
 def cache_key(image_path: str, label_path: str | None, modality: str, subject_id: str,
               config: PreprocessingConfig) -> tuple[str, dict[str, Any]]:
-    """Hash of the input files' identity (path, size, mtime), the options and the version."""
+    """Hash of the input files' identity (path, size, mtime), the options and the version.
+
+    The label preset enters with its id mapping, so that editing a preset file (whose path stays
+    the same) invalidates the volumes preprocessed with its earlier content.
+    """
+    preset = get_preset(config.label_preset)
     identity = {
         "image": _file_identity(image_path),
         "label": _file_identity(label_path),
         "modality": modality,
         "subject_id": subject_id,
         "config": config.to_dict(),
+        "label_mapping": sorted((int(k), int(v)) for k, v in preset.mapping.items()),
+        "label_ids": sorted(int(i) for i in preset.valid_ids),
         "dltk_mm_version": dltk_mm.__version__,
         "cache_format": CACHE_FORMAT_VERSION,
     }

@@ -13,13 +13,14 @@ import SimpleITK as sitk
 
 from dltk_mm.errors import ConfigurationError, InputDataError
 from dltk_mm.io.geometry import Geometry
-from dltk_mm.io.labels import get_preset
+from dltk_mm.io.labels import LabelPreset, get_preset, write_preset_file
 from dltk_mm.io.manifest import load_manifest
 from dltk_mm.io.phantoms import PhantomConfig, generate_phantom_dataset
 from dltk_mm.io.preprocessing import (
     CropBox,
     PreprocessedVolume,
     PreprocessingConfig,
+    cache_key,
     preprocess_manifest,
     preprocess_volume,
     restore_probabilities_to_source,
@@ -524,3 +525,17 @@ def test_a_nan_in_a_float_label_is_refused_naming_the_file(tmp_path: Path) -> No
     with pytest.raises(InputDataError, match="NaN") as error:
         preprocess_volume(image, label_path, "ct")
     assert str(label_path) in str(error.value)
+
+
+def test_cache_key_follows_the_content_of_a_label_preset_file(
+        tmp_path: Path, phantom_manifest: pd.DataFrame) -> None:
+    row = phantom_manifest.iloc[0]
+    preset_path = tmp_path / "kidneys.labels.json"
+    ids = frozenset(range(5))
+    write_preset_file(LabelPreset("kidneys", {1: 1, 2: 2, 3: 3, 4: 4}, ids), preset_path)
+    config = PreprocessingConfig(label_preset=str(preset_path))
+    first, _ = cache_key(row["image"], row["label"], "ct", "s", config)
+    assert cache_key(row["image"], row["label"], "ct", "s", config)[0] == first
+    # The same path with the kidneys swapped: a stale cache entry would train on wrong sides.
+    write_preset_file(LabelPreset("kidneys", {1: 1, 2: 2, 3: 4, 4: 3}, ids), preset_path)
+    assert cache_key(row["image"], row["label"], "ct", "s", config)[0] != first
