@@ -37,7 +37,7 @@ import SimpleITK as sitk
 from absl import logging
 
 from dltk_mm.benchmark.plan import BenchmarkSettings, RunSpec
-from dltk_mm.benchmark.protocols import PAPER, file_stem, protocol_rank
+from dltk_mm.benchmark.protocols import PAPER, file_stem, protocol_rank, stored_inference
 from dltk_mm.benchmark.tables import RUN_RESULT_COLUMNS
 from dltk_mm.core.label_map import organ_names
 from dltk_mm.core.metrics import dice_per_class, organ_metrics
@@ -209,8 +209,12 @@ def cached_scores(spec: RunSpec, settings: BenchmarkSettings, protocol: str,
     if not (path.is_file() and record_path.is_file()):
         return None
     record = _read_record(record_path)
-    wanted = json.loads(json.dumps(evaluation_record(spec, settings, inference)))  # as stored
-    if record is None or record.get("record") != wanted:
+    stored = record.get("record") if isinstance(record, dict) else None
+    if not isinstance(stored, dict):
+        return None
+    stored = {**stored, "inference": stored_inference(stored.get("inference"))}
+    wanted = evaluation_record(spec, settings, inference)
+    if json.loads(json.dumps(stored)) != json.loads(json.dumps(wanted)):  # as stored
         return None
     return pd.read_csv(path, dtype={"subject_id": str})
 

@@ -32,7 +32,12 @@ from absl import logging
 
 from dltk_mm.benchmark.evaluate import SCORING, protocol_scores
 from dltk_mm.benchmark.plan import BenchmarkSettings, RunSpec
-from dltk_mm.benchmark.protocols import PAPER, ablation_protocols, main_protocols
+from dltk_mm.benchmark.protocols import (
+    PAPER,
+    ablation_protocols,
+    main_protocols,
+    stored_inference,
+)
 from dltk_mm.benchmark.tables import RUN_RESULT_COLUMNS
 from dltk_mm.errors import ConfigurationError
 from dltk_mm.io.files import atomic_write, atomic_write_text
@@ -172,7 +177,10 @@ def run_state(spec: RunSpec, settings: BenchmarkSettings) -> str:
     done = _read_done(marker)
     wanted = done_record(spec, settings)
     evaluated = {key: done.get(key) for key in wanted}
-    if evaluated != wanted:
+    if isinstance(evaluated["protocols"], dict):  # options added since are at their defaults
+        evaluated["protocols"] = {name: stored_inference(values)
+                                  for name, values in evaluated["protocols"].items()}
+    if json.loads(json.dumps(evaluated)) != wanted:
         logging.info("%s: finished, evaluated otherwise (%s): evaluating again", spec.name,
                      evaluated)
         return TRAINED

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from dltk_mm.errors import ConfigurationError
 from dltk_mm.inference import InferenceConfig
 
 #: The paper's protocol and the run's own (``TrainConfig.inference`` with the ``--eval_*``
@@ -69,3 +70,19 @@ def protocol_rank(name: str) -> int:
 def file_stem(name: str) -> str:
     """A file-name-safe form of a protocol name (``+mirror`` -> ``plus_mirror``)."""
     return name.replace("+", "plus_")
+
+
+def stored_inference(values: Any) -> dict[str, Any] | None:
+    """A protocol's options as read back from a record, in today's :meth:`InferenceConfig.to_dict`
+    form, or None when they are not valid options.
+
+    Options a newer version added are filled with their defaults, so that a record written before
+    they existed still matches the same protocol (and its scores are reused, not recomputed),
+    while a record whose options differ, or that names options unknown today, does not.
+    """
+    if not isinstance(values, Mapping):
+        return None
+    try:
+        return InferenceConfig.from_dict(values).to_dict()
+    except (ConfigurationError, TypeError, ValueError):
+        return None

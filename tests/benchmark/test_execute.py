@@ -119,3 +119,27 @@ def test_the_weights_are_recorded_in_done_json(fake_run, weights) -> None:
     run_one(spec, settings)
     assert json.loads((spec.model_dir / DONE_FILE).read_text())["weights"] == weights
     assert run_state(spec, settings) == FINISHED
+
+
+def test_records_from_before_an_inference_option_existed_still_match(fake_run) -> None:
+    """A record without an option added later (at its default) is the same protocol: the run
+    stays finished and its cached scores are reused; an option unknown today is not."""
+    spec, settings = fake_run.spec()
+    fake_run.write_legacy_done()
+    run_one(spec, settings)
+    done_path, paper_record = spec.model_dir / DONE_FILE, protocol_file(spec.model_dir, PAPER)
+    record_path = paper_record.with_suffix(".json")
+    done = json.loads(done_path.read_text())
+    record = json.loads(record_path.read_text())
+    for options in (done["protocols"][PAPER], record["record"]["inference"]):
+        del options["mirror_swap"], options["mirror_axes"]  # as written before they existed
+    done_path.write_text(json.dumps(done))
+    record_path.write_text(json.dumps(record))
+    assert run_state(spec, settings) == FINISHED
+    windows = fake_run.streams.windows
+    assert len(ablation_results([spec], settings, compute=False)) > 0
+    assert fake_run.streams.windows == windows
+
+    done["protocols"][PAPER]["sharpening"] = 2.0  # unknown today: evaluated again
+    done_path.write_text(json.dumps(done))
+    assert run_state(spec, settings) == TRAINED
