@@ -1,9 +1,9 @@
 """The evaluation of one trained run on its held-out fold (Dice, HD95, ASSD per organ).
 
-Each held-out volume of each modality (the ``validation`` rows of the run's ``split.csv``) is
-segmented on its preprocessed grid with that modality's stream through the one segmentation path
-(:func:`dltk_mm.inference.segment_volume`: sliding window of the training patch size, blending,
-argmax; docs/paper.md, section 6), once per evaluation protocol
+Each held-out volume of each modality (the ``test`` rows of the run's ``split.csv``, else its
+``validation`` rows) is segmented on its preprocessed grid with that modality's stream through the
+one segmentation path (:func:`dltk_mm.inference.segment_volume`: sliding window of the training
+patch size, blending, argmax; docs/paper.md, section 6), once per evaluation protocol
 (:mod:`dltk_mm.benchmark.protocols`; protocols with the same options share one segmentation).
 
 Scores are computed in the label's own geometry: the predicted labels are mapped back onto the
@@ -73,13 +73,16 @@ def protocol_file(model_dir: str | Path, protocol: str) -> Path:
 
 def held_out_volumes(config: TrainConfig, model_dir: Path, cache_dir: Path
                      ) -> list[PreprocessedVolume]:
-    """The run's held-out volumes (its split's ``validation`` rows), preprocessed as it was.
+    """The run's held-out fold, preprocessed as it was: its split's ``test`` rows where it
+    validated on subjects of its training rows (``validation_holdout``), else its ``validation``
+    rows.
 
     Raises:
         InputDataError: a held-out subject that is no longer in the manifest.
     """
     split = read_split(model_dir)
-    held_out = split[split["role"] == "validation"]
+    role = "test" if (split["role"] == "test").any() else "validation"
+    held_out = split[split["role"] == role]
     wanted = {(str(s), str(m)) for s, m in zip(held_out["subject_id"], held_out["modality"],
                                                 strict=True)}
     manifest = load_manifest(config.manifest)

@@ -59,6 +59,9 @@ class ConsoleReporter(TrainingCallback):
             print(f"{modality}: {len(info.train_subjects[modality])} training and "
                   f"{len(info.validation_subjects[modality])} validation volumes")
         held_out = "none (trained on all)" if config.fold < 0 else f"fold {config.fold}"
+        if config.validation_holdout:
+            held_out += (f", never read; validation on {config.validation_holdout} training "
+                         "subject(s) per modality taken out of training")
         print(f"held out: {held_out}; cache: {info.cache_dir}")
         print(f"model: scheme {config.scheme}, modalities {'/'.join(config.modalities)}, "
               f"{info.num_parameters:,} trainable parameters; learning rate "

@@ -238,6 +238,10 @@ class TrainConfig:
             (paper: 2-fold cross-validation).
         split_seed: seed of that split; independent of ``seed`` so that repetitions with other
             seeds keep the same (fixed) split, as in the paper.
+        validation_holdout: subjects of each modality taken out of the training rows (seeded by
+            ``split_seed``) to validate on and choose the best weights by, so that the held-out
+            fold stays a test set the run never sees; 0 (default, as the paper's code): validate
+            on the held-out fold.
         network: network options, see :class:`NetworkConfig`.
         preprocessing: preprocessing options (spacing, crop, normalisation, label preset).
         cache_dir: preprocessing cache folder; None = ``<manifest folder>/.dltk_mm_cache`` if
@@ -297,6 +301,7 @@ class TrainConfig:
     fold: int = 0
     num_folds: int = 2
     split_seed: int = 0
+    validation_holdout: int = 0
     network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
     preprocessing: PreprocessingConfig = dataclasses.field(default_factory=PreprocessingConfig)
     cache_dir: str | None = None
@@ -354,6 +359,10 @@ class TrainConfig:
             raise ConfigurationError(
                 f"fold must be -1 (train on everything) or a fold number >= 0, got {self.fold}"
             )
+        if self.validation_holdout < 0:
+            raise ConfigurationError(
+                f"validation_holdout must be >= 0 subjects per modality, got "
+                f"{self.validation_holdout}")
         self._check_parts()
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ConfigurationError(f"learning_rate must be > 0, got {self.learning_rate}")
@@ -425,8 +434,9 @@ class TrainConfig:
 
     @property
     def validates(self) -> bool:
-        """Whether this run holds out a fold for validation (``fold >= 0``)."""
-        return self.fold >= 0
+        """Whether this run validates: on a held-out fold (``fold >= 0``) or on subjects taken
+        out of its training rows (``validation_holdout > 0``)."""
+        return self.fold >= 0 or self.validation_holdout > 0
 
     def build_model(self, dtype_policy: str | None = None) -> MultiStreamModel:
         """A freshly initialised network of this configuration (not compiled).

@@ -1,17 +1,25 @@
 """The data of one training run: the manifest's rows of the run's modalities, split into the
-training and held-out fold, and their preprocessed volumes."""
+training and held-out fold, and their preprocessed volumes.
+
+Roles (``split.csv``): ``train``; ``validation``, what the run validates on and picks its best
+weights by (the held-out fold, or with ``TrainConfig.validation_holdout`` subjects taken out of
+the training rows); ``test``, the held-out fold when it is not validated on (the run never reads
+it).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import zlib
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from absl import logging
 
-from dltk_mm.errors import InputDataError
+from dltk_mm.errors import ConfigurationError, InputDataError
 from dltk_mm.io.manifest import load_manifest
 from dltk_mm.io.preprocessing import PreprocessedVolume, preprocess_manifest
 from dltk_mm.training.config import TrainConfig
@@ -26,27 +34,35 @@ class SplitRows:
 
     Attributes:
         train: training rows (with a ``fold`` column).
-        validation: held-out rows (empty for ``fold = -1``).
+        validation: the rows validated on: the held-out fold (empty for ``fold = -1``), or the
+            subjects taken out of the training rows (``TrainConfig.validation_holdout``).
+        test: the held-out fold when it is not validated on (else empty).
     """
 
     train: pd.DataFrame
     validation: pd.DataFrame
+    test: pd.DataFrame | None = None
+
+    def _parts(self) -> tuple[tuple[str, pd.DataFrame], ...]:
+        parts = (("train", self.train), ("validation", self.validation))
+        return parts if self.test is None else (*parts, ("test", self.test))
 
     @property
     def table(self) -> pd.DataFrame:
-        """subject_id, modality, fold, role (``train`` / ``validation``) per volume."""
-        rows = pd.concat([self.train, self.validation])
+        """subject_id, modality, fold, role (``train`` / ``validation`` / ``test``) per volume."""
+        parts = self._parts()
+        rows = pd.concat([frame for _, frame in parts])
         return pd.DataFrame({
             "subject_id": [str(s) for s in rows["subject_id"]],
             "modality": list(rows["modality"]),
             "fold": [int(f) for f in rows["fold"]],
-            "role": ["train"] * len(self.train) + ["validation"] * len(self.validation),
+            "role": [role for role, frame in parts for _ in range(len(frame))],
         })
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per volume: subject_id, modality, image, label, fold, role."""
         records = []
-        for role, rows in (("train", self.train), ("validation", self.validation)):
+        for role, rows in self._parts():
             for _, row in rows.iterrows():
                 records.append({"subject_id": str(row["subject_id"]),
                                 "modality": str(row["modality"]), "image": row["image"],
@@ -60,8 +76,10 @@ class TrainingData:
 
     Attributes:
         train: modality -> training volumes.
-        validation: modality -> held-out volumes (empty lists for ``fold = -1``).
-        split: subject_id, modality, fold, role (``train`` / ``validation``) per volume.
+        validation: modality -> the volumes validated on (empty lists for ``fold = -1`` without
+            ``validation_holdout``).
+        split: subject_id, modality, fold, role (``train`` / ``validation`` / ``test``) per
+            volume.
     """
 
     train: dict[str, list[PreprocessedVolume]]
@@ -113,7 +131,36 @@ def select_rows(config: TrainConfig) -> SplitRows:
     train_rows, held_out_rows = split_manifest(
         manifest, config.fold, config.num_folds, config.split_seed, config.modalities
     )
-    return SplitRows(train=train_rows, validation=held_out_rows)
+    if config.validation_holdout == 0:
+        return SplitRows(train=train_rows, validation=held_out_rows)
+    train_rows, validation_rows = _hold_out_of_training(train_rows, config)
+    return SplitRows(train=train_rows, validation=validation_rows, test=held_out_rows)
+
+
+def _hold_out_of_training(train_rows: pd.DataFrame, config: TrainConfig
+                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``config.validation_holdout`` subjects per modality moved out of the training rows: a
+    seeded draw of the sorted subject ids (``split_seed`` and the modality's name), so the same
+    subjects are drawn whatever the row order or the training seed.
+
+    Raises:
+        ConfigurationError: a modality that would keep no training subject.
+    """
+    count = config.validation_holdout
+    chosen = []
+    for modality in config.modalities:
+        rows = train_rows[train_rows["modality"] == modality]
+        if len(rows) <= count:
+            raise ConfigurationError(
+                f"validation_holdout={count} takes {count} {modality} subject(s) out of the "
+                f"training rows, which hold only {len(rows)}: lower --validation_holdout or add "
+                f"{modality} subjects")
+        subjects = sorted(str(s) for s in rows["subject_id"])
+        rng = np.random.default_rng(
+            [int(config.split_seed), int(config.fold) + 1, zlib.crc32(modality.encode("utf-8"))])
+        drawn = {subjects[i] for i in rng.choice(len(subjects), count, replace=False)}
+        chosen += [index for index, subject in rows["subject_id"].items() if str(subject) in drawn]
+    return train_rows.drop(index=chosen), train_rows.loc[chosen]
 
 
 def load_training_data(
@@ -135,7 +182,8 @@ def load_training_data(
     train: dict[str, list[PreprocessedVolume]] = {m: [] for m in config.modalities}
     validation: dict[str, list[PreprocessedVolume]] = {m: [] for m in config.modalities}
     split = rows.table
-    for volume, role in zip(volumes, split["role"], strict=True):
+    read_roles = split["role"][split["role"] != "test"]  # the test rows are never read
+    for volume, role in zip(volumes, read_roles, strict=True):
         if volume.label is None:
             raise InputDataError(f"{volume.image_path}: preprocessing returned no label")
         (train if role == "train" else validation)[volume.modality].append(volume)

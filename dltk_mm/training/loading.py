@@ -66,7 +66,7 @@ def load_config(model_dir: str | os.PathLike) -> TrainConfig:
 
 
 def read_split(model_dir: str | os.PathLike) -> pd.DataFrame:
-    """The run's ``split.csv`` (subject_id, modality, fold, role = train / validation).
+    """The run's ``split.csv`` (subject_id, modality, fold, role = train / validation / test).
 
     Raises:
         ConfigurationError: when the file is missing.

@@ -4,7 +4,7 @@ Layout (names are the constants below and in :mod:`dltk_mm.training.checkpointin
 
     config.json          the TrainConfig (all a later predict/export needs)
     data.json            fingerprint of the data the run was started on (rows, split, files)
-    split.csv            subject_id, modality, fold, role (train / validation)
+    split.csv            subject_id, modality, fold, role (train / validation / test)
     checkpoints/         ckpt-<step>.* (newest few) + 'checkpoint' index
     best/                model.* weights + best.json (step, scores)  [when validating]
     history.csv          step, losses per modality, validation Dice per modality and organ
