@@ -606,9 +606,9 @@ def generate_phantom_dataset(out_dir: str | os.PathLike, num_ct: int = 4, num_mr
         geometry = Geometry.from_image(phantom.image)
         counts = np.bincount(sitk.GetArrayViewFromImage(phantom.label).ravel(),
                              minlength=256)
-        preset = get_preset(config.label_preset).inverse()
+        preset = get_preset(config.label_preset).inverse()  # organs it lacks are not written
         organ_ml = [float(counts[preset[c]] * geometry.voxel_volume_mm3 / 1000.0)
-                    for c in range(1, len(LABEL_NAMES))]
+                    if c in preset else 0.0 for c in range(1, len(LABEL_NAMES))]
         rows.append({"subject_id": subject_id, "modality": modality, "size": geometry.size,
                      "spacing": geometry.spacing, "orientation": geometry.orientation,
                      "organ_ml": organ_ml})

@@ -173,3 +173,13 @@ def test_labels_in_another_preset(tmp_path: Path) -> None:
                                        .label)
     np.testing.assert_array_equal(map_labels(raw, "btcv"), reference)
     assert summary.rows[0]["organ_ml"][0] > 0
+
+
+def test_labels_in_a_preset_that_knows_only_the_liver(tmp_path: Path) -> None:
+    """CHAOS CT labels only the liver: the other organs are not written, their volume is 0."""
+    summary = generate_phantom_dataset(tmp_path / "chaos_ct", num_ct=1, num_mr=0, seed=9,
+                                       config=PhantomConfig(label_preset="chaos_ct"))
+    raw = read_volume(load_manifest(summary.manifest_path)["label"][0]).array
+    assert set(np.unique(raw)) == {0, 1}
+    liver, *others = summary.rows[0]["organ_ml"]
+    assert liver > 0 and others == [0.0, 0.0, 0.0]
