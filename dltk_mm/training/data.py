@@ -140,8 +140,8 @@ def select_rows(config: TrainConfig) -> SplitRows:
 def _hold_out_of_training(train_rows: pd.DataFrame, config: TrainConfig
                           ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``config.validation_holdout`` subjects per modality moved out of the training rows: a
-    seeded draw of the sorted subject ids (``split_seed`` and the modality's name), so the same
-    subjects are drawn whatever the row order or the training seed.
+    seeded draw of the sorted subject ids (``split_seed``, the fold and the modality's name), so
+    the same subjects are drawn whatever the row order or the training seed.
 
     Raises:
         ConfigurationError: a modality that would keep no training subject.
