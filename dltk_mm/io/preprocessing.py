@@ -595,8 +595,9 @@ def preprocess_manifest(manifest: pd.DataFrame, config: PreprocessingConfig | No
             empty, e.g. ``btcv`` CT rows and ``chaos`` MR rows in one manifest).
         config: options (paper defaults when None).
         cache_dir: folder of the on-disk cache (None: no cache). Entries are keyed by a hash of
-            the input files' identity (path, size, modification time), the options and the
-            dltk_mm version; inputs are never written.
+            the input files' identity (path, size, modification time), the options, the label
+            preset's id mapping and the dltk_mm version (:func:`cache_key`); inputs are never
+            written.
         progress: called as ``progress(done, total, volume)`` after each volume
             (``volume.from_cache`` tells a cache hit).
 
