@@ -25,7 +25,7 @@ from dltk_mm.benchmark import figures, tables
 from dltk_mm.benchmark.evaluate import prediction_file
 from dltk_mm.benchmark.execute import DONE_FILE, EVALUATION_FILE
 from dltk_mm.benchmark.plan import RUNS_DIR, run_dir
-from dltk_mm.benchmark.protocols import IMPROVED, PAPER, main_protocols
+from dltk_mm.benchmark.protocols import ENSEMBLE, IMPROVED, PAPER, main_protocols
 from dltk_mm.errors import ConfigurationError
 from dltk_mm.inference import InferenceConfig
 from dltk_mm.io.files import atomic_write
@@ -131,7 +131,8 @@ def _overlay(results_dir: Path, results: pd.DataFrame, modality: str, path: Path
 
 
 def aggregate(results_dir: str | os.PathLike, headers: Mapping[str, str] | None = None,
-              ablation: pd.DataFrame | None = None) -> dict[str, Path]:
+              ablation: pd.DataFrame | None = None, ensemble: pd.DataFrame | None = None
+              ) -> dict[str, Path]:
     """Gathers every finished run and writes ``results_all.csv``, the tables and the figures.
 
     Args:
@@ -140,10 +141,13 @@ def aggregate(results_dir: str | os.PathLike, headers: Mapping[str, str] | None 
             ``improved``: ``tables/improved/tables.md``) and ``"ablation"``.
         ablation: the ablation's scores (:func:`~dltk_mm.benchmark.execute.ablation_results`),
             or None for no ablation table.
+        ensemble: the seed ensembles' scores (:func:`~dltk_mm.benchmark.ensemble.
+            ensemble_results`), or None: their Tables 1-3 go to ``tables/ensemble/``.
 
     Returns:
         Name -> path of every file written (empty when no run has finished); the
-        ``improved`` protocol's tables are named ``improved/<name>``.
+        ``improved`` protocol's tables are named ``improved/<name>``, the ensembles'
+        ``ensemble/<name>``.
     """
     results_dir = Path(results_dir)
     headers = headers or {}
@@ -157,6 +161,10 @@ def aggregate(results_dir: str | os.PathLike, headers: Mapping[str, str] | None 
         written = tables.write_tables(improved, results_dir / TABLES_DIR / IMPROVED,
                                       header=headers.get(IMPROVED, ""))
         files.update({f"{IMPROVED}/{name}": path for name, path in written.items()})
+    if ensemble is not None and len(ensemble):
+        written = tables.write_tables(ensemble, results_dir / TABLES_DIR / ENSEMBLE,
+                                      header=headers.get(ENSEMBLE, ""))
+        files.update({f"{ENSEMBLE}/{name}": path for name, path in written.items()})
     if ablation is not None and len(ablation):
         files.update(tables.write_ablation(ablation, results_dir / TABLES_DIR,
                                            header=headers.get("ablation", "")))

@@ -9,9 +9,10 @@ interrupted one from its newest checkpoint; SIGINT/SIGTERM stop the benchmark af
 Each run is evaluated under the paper's protocol and its own (``improved``,
 :mod:`dltk_mm.benchmark.protocols`), scored in the label's own geometry
 (:mod:`dltk_mm.benchmark.evaluate`); with ``ablation`` every finished run is also scored under the
-ablation's protocols. At the end all per-run results are gathered into ``results_all.csv``,
-``tables/`` (``tables/improved/``, ``tables/ablation.md``) and ``figures/``
-(:mod:`dltk_mm.benchmark.aggregate`).
+ablation's protocols, and with ``ensemble`` the seeds of each scheme and fold are scored as one
+model (:mod:`dltk_mm.benchmark.ensemble`). At the end all per-run results are gathered into
+``results_all.csv``, ``tables/`` (``tables/improved/``, ``tables/ablation.md``,
+``tables/ensemble/``) and ``figures/`` (:mod:`dltk_mm.benchmark.aggregate`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from dltk_mm.benchmark.aggregate import aggregate
 from dltk_mm.benchmark.data import resolve_manifest
+from dltk_mm.benchmark.ensemble import ensemble_results
 from dltk_mm.benchmark.execute import (
     ProgressFn,
     RunEvent,
@@ -34,7 +36,13 @@ from dltk_mm.benchmark.execute import (
     execute_runs,
 )
 from dltk_mm.benchmark.plan import BenchmarkSettings, RunSpec, plan_runs
-from dltk_mm.benchmark.protocols import ABLATION_ADDITIONS, IMPROVED, PAPER, main_protocols
+from dltk_mm.benchmark.protocols import (
+    ABLATION_ADDITIONS,
+    ENSEMBLE,
+    IMPROVED,
+    PAPER,
+    main_protocols,
+)
 from dltk_mm.inference import InferenceConfig
 from dltk_mm.training import FolderLock
 
@@ -54,6 +62,8 @@ class BenchmarkReport:
         elapsed_s: wall time of the call.
         ablation: outcomes of the ablation's scoring (status ``"ablation"``), one per finished
             run scored in this call.
+        ensembles: outcomes of the seed ensembles evaluated in this call (status
+            ``"ensemble"``, the run: the ensemble's first member).
     """
 
     results_dir: Path
@@ -63,6 +73,7 @@ class BenchmarkReport:
     files: dict[str, Path]
     elapsed_s: float
     ablation: list[RunOutcome] = dataclasses.field(default_factory=list)
+    ensembles: list[RunOutcome] = dataclasses.field(default_factory=list)
 
     def names(self, status: str) -> list[str]:
         """Names (``scheme/fold<k>/seed<s>``) of the runs with ``status``."""
@@ -90,7 +101,8 @@ def header(settings: BenchmarkSettings, manifest: Path, runs: Sequence[RunSpec],
     protocols = main_protocols(runs[0].inference) if runs else {}
     title = {PAPER: "Tables 1-3 reproduced (the paper's evaluation protocol)",
              IMPROVED: "Tables 1-3 under the improved evaluation protocol",
-             "ablation": "ablation of the inference additions"}.get(protocol, protocol)
+             "ablation": "ablation of the inference additions",
+             ENSEMBLE: "Tables 1-3 of the seed ensembles"}.get(protocol, protocol)
     lines = [
         f"# dltk_mm: Valindria et al. (WACV 2018), {title}",
         "",
@@ -102,6 +114,11 @@ def header(settings: BenchmarkSettings, manifest: Path, runs: Sequence[RunSpec],
     if protocol == "ablation":
         lines.append(f"- evaluation: {settings.weights} weights, the paper's protocol plus "
                      f"{', '.join(ABLATION_ADDITIONS)}; scored in the label's own geometry")
+    elif protocol == ENSEMBLE:
+        inference = protocols.get(IMPROVED, protocols.get(PAPER))
+        lines.append(f"- evaluation (`{ENSEMBLE}`): per scheme and fold, the models of seeds "
+                     f"{list(settings.effective_seeds)} averaged, {settings.weights} weights, "
+                     f"{_describe(inference)}; scored in the label's own geometry")
     elif protocol in protocols:
         lines.append(f"- evaluation (`{protocol}` protocol): {settings.weights} weights, "
                      f"{_describe(protocols[protocol])}; scored in the label's own geometry "
@@ -164,6 +181,7 @@ def run_benchmark(settings: BenchmarkSettings, callbacks: Sequence[Any] = (),
     interrupted_by = None
     files: dict[str, Path] = {}
     ablation: list[RunOutcome] = []
+    ensembles: list[RunOutcome] = []
     with FolderLock(results_dir, purpose="benchmark results folder"):
         manifest, runs = _prepare(settings)
         if not aggregate_only:
@@ -173,12 +191,17 @@ def run_benchmark(settings: BenchmarkSettings, callbacks: Sequence[Any] = (),
             if settings.ablation:
                 scores = ablation_results(runs, settings, compute=not aggregate_only,
                                           progress=_collect(ablation, progress))
+            ensemble = None
+            if settings.ensemble:
+                ensemble = ensemble_results(runs, settings, compute=not aggregate_only,
+                                            progress=_collect(ensembles, progress))
             headers = {name: header(settings, manifest, runs, name)
-                       for name in (PAPER, IMPROVED, "ablation")}
-            files = aggregate(results_dir, headers=headers, ablation=scores)
+                       for name in (PAPER, IMPROVED, "ablation", ENSEMBLE)}
+            files = aggregate(results_dir, headers=headers, ablation=scores, ensemble=ensemble)
     return BenchmarkReport(results_dir=results_dir, runs=runs, outcomes=outcomes,
                            interrupted_by=interrupted_by, files=files,
-                           elapsed_s=time.monotonic() - started, ablation=ablation)
+                           elapsed_s=time.monotonic() - started, ablation=ablation,
+                           ensembles=ensembles)
 
 
 def _collect(outcomes: list[RunOutcome], progress: ProgressFn | None) -> ProgressFn:

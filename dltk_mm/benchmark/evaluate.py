@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,20 @@ import SimpleITK as sitk
 from absl import logging
 
 from dltk_mm.benchmark.plan import BenchmarkSettings, RunSpec
-from dltk_mm.benchmark.protocols import PAPER, file_stem, protocol_rank, stored_inference
+from dltk_mm.benchmark.protocols import (
+    ENSEMBLE,
+    PAPER,
+    file_stem,
+    protocol_rank,
+    stored_inference,
+)
 from dltk_mm.benchmark.tables import RUN_RESULT_COLUMNS
 from dltk_mm.core.label_map import organ_names
 from dltk_mm.core.metrics import dice_per_class, organ_metrics
 from dltk_mm.errors import InputDataError
-from dltk_mm.inference import InferenceConfig, StreamProbabilities, segment_volume
+from dltk_mm.inference import InferenceConfig, segment_volume
+from dltk_mm.inference.ensemble import EnsemblePredictor
+from dltk_mm.inference.predictor import KerasPredictor, Predictor
 from dltk_mm.io.files import atomic_write, atomic_write_text
 from dltk_mm.io.manifest import load_manifest
 from dltk_mm.io.preprocessing import (
@@ -54,6 +62,8 @@ from dltk_mm.io.preprocessing import (
 from dltk_mm.training import TrainConfig, latest_checkpoint, load_trained_model, read_split
 from dltk_mm.training.checkpointing import best_weights_prefix
 
+#: The ``seed`` of an ensemble's rows (the mean of every seed's model, not one seed).
+ENSEMBLE_SEED = -1
 #: Folder of a run's predictions (``<modality>_<subject>.npz``, array ``prediction``).
 PREDICTIONS_DIR = "predictions"
 #: Where the scores are computed (recorded with every evaluation: evaluations scored elsewhere,
@@ -80,11 +90,7 @@ def held_out_volumes(config: TrainConfig, model_dir: Path, cache_dir: Path
     Raises:
         InputDataError: a held-out subject that is no longer in the manifest.
     """
-    split = read_split(model_dir)
-    role = "test" if (split["role"] == "test").any() else "validation"
-    held_out = split[split["role"] == role]
-    wanted = {(str(s), str(m)) for s, m in zip(held_out["subject_id"], held_out["modality"],
-                                                strict=True)}
+    wanted = _held_out_rows(read_split(model_dir))
     manifest = load_manifest(config.manifest)
     keys = list(zip(manifest["subject_id"].astype(str), manifest["modality"], strict=True))
     rows = manifest[[key in wanted for key in keys]]
@@ -94,6 +100,15 @@ def held_out_volumes(config: TrainConfig, model_dir: Path, cache_dir: Path
             f"manifest {config.manifest} lacks the held-out subject(s) {missing} of the run in "
             f"{model_dir}; restore those rows or use another --results_dir")
     return preprocess_manifest(rows, config.preprocessing, cache_dir)
+
+
+def _held_out_rows(split: pd.DataFrame) -> set[tuple[str, str]]:
+    """``(subject_id, modality)`` of a split's held-out fold: its ``test`` rows, else its
+    ``validation`` rows."""
+    role = "test" if (split["role"] == "test").any() else "validation"
+    held_out = split[split["role"] == role]
+    return {(str(s), str(m)) for s, m in zip(held_out["subject_id"], held_out["modality"],
+                                              strict=True)}
 
 
 def _save_prediction(path: Path, labels: np.ndarray) -> None:
@@ -145,28 +160,65 @@ def evaluate_run(spec: RunSpec, settings: BenchmarkSettings,
         One row per protocol, subject and organ (:data:`~dltk_mm.benchmark.tables.
         RUN_RESULT_COLUMNS`; ``segment_s``: the volume's segmentation time).
     """
+    loaded = load_trained_model(spec.model_dir, weights=settings.weights)
+    (spec.model_dir / PREDICTIONS_DIR).mkdir(exist_ok=True)
+    return _segment_and_score(KerasPredictor.from_loaded(loaded), spec, settings, protocols,
+                              seed=spec.seed, predictions_dir=spec.model_dir)
+
+
+def evaluate_ensemble(members: Sequence[RunSpec], settings: BenchmarkSettings,
+                      inference: InferenceConfig) -> pd.DataFrame:
+    """Scores the ensemble of ``members`` (runs of one scheme and fold, e.g. its seeds; their
+    probabilities averaged, :class:`~dltk_mm.inference.ensemble.EnsemblePredictor`) on their
+    common held-out fold, segmented with ``inference``.
+
+    Returns:
+        Rows of :data:`~dltk_mm.benchmark.tables.RUN_RESULT_COLUMNS` with protocol
+        :data:`~dltk_mm.benchmark.protocols.ENSEMBLE` and seed :data:`ENSEMBLE_SEED`.
+
+    Raises:
+        InputDataError: members that held out different subjects.
+    """
+    held_out = {spec.name: _held_out_rows(read_split(spec.model_dir)) for spec in members}
+    first = members[0]
+    for spec in members[1:]:
+        if held_out[spec.name] != held_out[first.name]:
+            raise InputDataError(
+                f"runs {first.name} and {spec.name} held out different subjects "
+                f"({sorted(held_out[first.name])} and {sorted(held_out[spec.name])}); an "
+                "ensemble is scored on one held-out fold")
+    predictor = EnsemblePredictor([
+        KerasPredictor.from_loaded(load_trained_model(spec.model_dir, weights=settings.weights))
+        for spec in members])
+    return _segment_and_score(predictor, first, settings, {ENSEMBLE: inference},
+                              seed=ENSEMBLE_SEED, predictions_dir=None)
+
+
+def _segment_and_score(predictor: Predictor, spec: RunSpec, settings: BenchmarkSettings,
+                       protocols: Mapping[str, InferenceConfig], seed: int,
+                       predictions_dir: Path | None) -> pd.DataFrame:
+    """The scores of ``predictor`` on ``spec``'s held-out volumes under each protocol (the
+    ``paper`` protocol's labels saved under ``predictions_dir`` when given)."""
     import keras
 
     config = spec.config
     num_classes = config.network.num_classes
-    loaded = load_trained_model(spec.model_dir, weights=settings.weights)
-    probabilities = StreamProbabilities(loaded.model)
-    (spec.model_dir / PREDICTIONS_DIR).mkdir(exist_ok=True)
     rows = []
     for volume in held_out_volumes(config, spec.model_dir, settings.cache_dir):
         truth = read_source_label(volume)
         for inference, names in _shared(protocols).items():
             started = time.monotonic()
             segmentation = segment_volume(
-                volume.image, lambda windows, m=volume.modality: probabilities(windows, m),
-                patch_size=config.pipeline.patch_size, config=inference, num_classes=num_classes)
+                volume.image,
+                lambda windows, m=volume.modality: predictor.predict_probabilities(windows, m),
+                patch_size=predictor.patch_size, config=inference, num_classes=num_classes)
             seconds = time.monotonic() - started
-            if PAPER in names:
-                _save_prediction(prediction_file(spec.model_dir, volume.modality,
+            if PAPER in names and predictions_dir is not None:
+                _save_prediction(prediction_file(predictions_dir, volume.modality,
                                                  volume.subject_id), segmentation.labels)
             scores = source_scores(segmentation.labels, volume, truth, num_classes,
                                    settings.surface_metrics)
-            rows += [{"scheme": spec.scheme, "fold": spec.fold, "seed": spec.seed,
+            rows += [{"scheme": spec.scheme, "fold": spec.fold, "seed": seed,
                       "protocol": name, "subject_id": volume.subject_id,
                       "modality": volume.modality, "organ": organ, **values,
                       "segment_s": seconds}
@@ -204,10 +256,10 @@ def _read_record(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def cached_scores(spec: RunSpec, settings: BenchmarkSettings, protocol: str,
-                  inference: InferenceConfig) -> pd.DataFrame | None:
-    """The cached scores of one protocol, or None (none, or evaluated otherwise)."""
-    path = protocol_file(spec.model_dir, protocol)
+def cached_frame(path: Path, wanted: Mapping[str, Any]) -> pd.DataFrame | None:
+    """The scores cached in ``path`` if the ``.json`` record beside it holds ``wanted`` (its
+    inference options read as today's, :func:`~dltk_mm.benchmark.protocols.stored_inference`),
+    else None."""
     record_path = path.with_suffix(".json")
     if not (path.is_file() and record_path.is_file()):
         return None
@@ -216,10 +268,16 @@ def cached_scores(spec: RunSpec, settings: BenchmarkSettings, protocol: str,
     if not isinstance(stored, dict):
         return None
     stored = {**stored, "inference": stored_inference(stored.get("inference"))}
-    wanted = evaluation_record(spec, settings, inference)
-    if json.loads(json.dumps(stored)) != json.loads(json.dumps(wanted)):  # as stored
+    if json.loads(json.dumps(stored)) != json.loads(json.dumps(dict(wanted))):  # as stored
         return None
     return pd.read_csv(path, dtype={"subject_id": str})
+
+
+def cached_scores(spec: RunSpec, settings: BenchmarkSettings, protocol: str,
+                  inference: InferenceConfig) -> pd.DataFrame | None:
+    """The cached scores of one protocol, or None (none, or evaluated otherwise)."""
+    return cached_frame(protocol_file(spec.model_dir, protocol),
+                        evaluation_record(spec, settings, inference))
 
 
 def protocol_scores(spec: RunSpec, settings: BenchmarkSettings,

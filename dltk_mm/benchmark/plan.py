@@ -57,6 +57,9 @@ class BenchmarkSettings:
         max_runs: stop after training this many runs (None: all); for splitting the work.
         ablation: also score every finished run under the ablation's protocols (the paper's
             plus one inference addition each) and write ``tables/ablation.md``.
+        ensemble: also score, per scheme and fold whose seeds have all finished, the ensemble
+            of the seeds' models (``ensemble`` protocol) and write ``tables/ensemble/``; needs
+            two or more seeds.
     """
 
     results_dir: Path
@@ -73,6 +76,7 @@ class BenchmarkSettings:
     surface_metrics: bool = True
     max_runs: int | None = None
     ablation: bool = False
+    ensemble: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "results_dir", Path(self.results_dir))
@@ -91,6 +95,11 @@ class BenchmarkSettings:
                 f"unknown scheme(s) {unknown}; choose from {list(AVAILABLE_SCHEMES)}")
         if self.weights not in WEIGHTS:
             raise ConfigurationError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
+        if self.ensemble and len(set(self.effective_seeds)) < 2:
+            raise ConfigurationError(
+                f"an ensemble averages the models of several seeds, but the benchmark runs "
+                f"seed(s) {list(self.effective_seeds)}; give --seeds with two or more (e.g. "
+                "--seeds=0,1)")
 
     @property
     def effective_schemes(self) -> tuple[str, ...]:

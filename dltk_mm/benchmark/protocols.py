@@ -6,6 +6,9 @@
   this protocol's.
 * ``improved``: the run's own ``TrainConfig.inference`` (the one its validation used) with the
   benchmark's ``--eval_*`` changes; evaluated only where it differs from ``paper``.
+* ``ensemble`` (``--ensemble``): the models of every seed of one scheme and fold segmenting as
+  one (their probabilities averaged, :class:`~dltk_mm.inference.ensemble.EnsemblePredictor`),
+  with the ``improved`` protocol's options; scored once per scheme and fold, beyond the paper.
 * The ablation (``--ablation``): the paper's protocol plus one addition each
   (:data:`ABLATION_ADDITIONS`, docs/paper.md, section 9): Gaussian blending, test-time mirroring
   (with and without the right/left kidney channel swap, and without the left-right flip) and the
@@ -28,6 +31,8 @@ from dltk_mm.inference import InferenceConfig
 #: The paper's protocol and the run's own (``TrainConfig.inference`` with the ``--eval_*``
 #: changes).
 PAPER, IMPROVED = "paper", "improved"
+#: The ensemble of a scheme and fold's seeds (``--ensemble``), segmented as ``improved``.
+ENSEMBLE = "ensemble"
 #: The ablation: protocol -> its changes to the paper's protocol.
 ABLATION_ADDITIONS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "+gaussian": {"weighting": "gaussian"},
@@ -38,7 +43,7 @@ ABLATION_ADDITIONS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "all": {"weighting": "gaussian", "mirror": True, "largest_component": True},
 })
 #: Every protocol name, in table order.
-PROTOCOL_ORDER: tuple[str, ...] = (PAPER, *ABLATION_ADDITIONS, IMPROVED)
+PROTOCOL_ORDER: tuple[str, ...] = (PAPER, *ABLATION_ADDITIONS, IMPROVED, ENSEMBLE)
 
 
 def paper_inference(base: InferenceConfig) -> InferenceConfig:

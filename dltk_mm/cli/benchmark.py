@@ -13,7 +13,8 @@ evaluated on its held-out fold, scored in the label's own geometry: under the pa
 (``tables/``, ``figures/``) and, where it differs, the ``improved`` one (``tables/improved/``):
 the run's validation inference changed by the ``--eval_*`` flags. ``--ablation`` also scores every
 finished run under the paper's protocol plus one inference addition each
-(``tables/ablation.md``). Rerunning the command skips finished runs and resumes an interrupted one
+(``tables/ablation.md``); ``--ensemble`` scores the seeds of each scheme and fold as one model
+(``tables/ensemble/``). Rerunning the command skips finished runs and resumes an interrupted one
 from its newest checkpoint; at the end (or with ``--aggregate_only``) the tables and figures are
 written. See :mod:`dltk_mm.benchmark` and ``experiments/paper/README.md``.
 
@@ -115,6 +116,10 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
                       "+mirror, +mirror_no_swap, +mirror_no_lr, +largest_component, all; "
                       "tables/ablation.md); reuses the trained models and cached scores.",
                       flag_values=fv)
+    flags.DEFINE_bool("ensemble", False, "Also score, per scheme and fold, the ensemble of "
+                      "its seeds' models (probabilities averaged, the runs' own evaluation "
+                      "options; tables/ensemble/); needs --seeds with two or more.",
+                      flag_values=fv)
     flag_fields.define_flags(fv, TrainConfig, train_override_specs(), mark_required=False)
     flag_fields.define_flags(fv, InferenceConfig, evaluation_specs())
     _define_reserved(fv)
@@ -158,7 +163,7 @@ def settings_from_flags(fv: flags.FlagValues = FLAGS) -> BenchmarkSettings:
         phantoms_per_modality=fv.phantoms_per_modality, phantom_seed=fv.phantom_seed,
         inference_overrides=flag_fields.flag_values(fv, evaluation_specs(), only_present=True),
         weights=fv.weights, surface_metrics=fv.surface_metrics, max_runs=fv.max_runs,
-        ablation=fv.ablation,
+        ablation=fv.ablation, ensemble=fv.ensemble,
     )
 
 
@@ -214,6 +219,10 @@ def report_event(event: RunEvent) -> None:
         _say(f"{where}: interrupted; rerun the same command to continue")
     elif outcome.status == "ablation":
         _say(f"{where}: ablation scored in {_duration(outcome.elapsed_s)}: {_dice(outcome)}")
+    elif outcome.status == "ensemble":
+        _say(f"[{event.index}/{event.total}] ensemble of {event.spec.scheme} fold "
+             f"{event.spec.fold}: scored in {_duration(outcome.elapsed_s)}, mean Dice "
+             f"{outcome.mean_dice:.3f}")
     elif outcome.status == "evaluated":
         _say(f"{where}: trained earlier, evaluated again in {_duration(outcome.elapsed_s)}, "
              f"mean Dice {_dice(outcome)}")
@@ -266,6 +275,9 @@ def print_summary(report: BenchmarkReport) -> None:
     else:
         _say("\nimproved protocol: the same as the paper's (no --eval_* change and the runs "
              "validate as the paper): no separate tables")
+    ensemble = report.files.get("ensemble/table3_overall")
+    if ensemble is not None:
+        _print_table3(ensemble, "Table 3, seed ensembles (tables/ensemble/)")
     if "ablation" in report.files:
         _print_ablation(report.files["ablation"])
     again = len(report.names("evaluated"))

@@ -4,6 +4,8 @@ Usage, from a training run's folder or from an export of ``dltk-mm-export``::
 
     dltk-mm-predict --model_dir runs/v4 --input ct_01.nii.gz --input ct_02.nii.gz \\
         --modality ct --output_dir out/predictions
+    dltk-mm-predict --model_dir runs/joint/seed0 --model_dir runs/joint/seed1 \\
+        --manifest data/test.csv --output_dir out/ensemble
     dltk-mm-predict --saved_model export/v4 --input dicom/series_7 --modality mr \\
         --subject_id patient7 --output_dir out/predictions
     dltk-mm-predict --saved_model export/v4 --manifest data/test.csv --modality ct \\
@@ -19,8 +21,10 @@ given override the model's own settings, its training run's validation settings 
 in the export, which are the paper's protocol unless the run chose otherwise), and its argmax
 label map is resampled (nearest neighbour) back onto the input's grid and written as
 ``<output_dir>/<subject_id>.nii.gz`` (uint8; the name ``dltk-mm-evaluate`` expects).
-``--save_probabilities`` also writes ``<output_dir>/probabilities/<subject_id>.nii.gz``, a 4-D
-float32 NIfTI (x, y, z, class).
+Repeating ``--model_dir`` segments with the ensemble of those runs
+(:class:`~dltk_mm.inference.ensemble.EnsemblePredictor`: their probabilities averaged window by
+window; the first run's segmentation settings). ``--save_probabilities`` also writes
+``<output_dir>/probabilities/<subject_id>.nii.gz``, a 4-D float32 NIfTI (x, y, z, class).
 
 Nothing a user gave is written over, whatever the flags: no input, and no file the manifest names
 (its images and labels, e.g. ``labels/<subject_id>.nii.gz``). Existing outputs are replaced only
@@ -65,7 +69,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", None, "A training run's folder (exclusive with --saved_model).")
+flags.DEFINE_multi_string("model_dir", [],
+                          "A training run's folder (exclusive with --saved_model); repeat it to "
+                          "segment with the ensemble of the runs (their probabilities averaged; "
+                          "the same modalities and preprocessing).")
 flags.DEFINE_string("saved_model", None,
                     "A SavedModel folder written by dltk-mm-export (exclusive with --model_dir).")
 flags.DEFINE_enum("weights", "auto", ["auto", "best", "last"],
@@ -129,31 +136,40 @@ def _patch_size() -> tuple[int, ...] | None:
 
 def _model_path() -> str:
     if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
-        raise ConfigurationError("give exactly one model: --model_dir (a training run) or "
-                                 "--saved_model (an export of dltk-mm-export)")
+        raise ConfigurationError("give exactly one model: --model_dir (a training run, repeated "
+                                 "for an ensemble) or --saved_model (an export of dltk-mm-export)")
     if FLAGS.saved_model and FLAGS.weights != "auto":
         raise ConfigurationError("--weights goes with --model_dir; an export holds one set")
-    return FLAGS.model_dir or FLAGS.saved_model
+    if len(set(FLAGS.model_dir)) < len(FLAGS.model_dir):
+        raise ConfigurationError(f"--model_dir names a run twice ({FLAGS.model_dir}); an "
+                                 "ensemble averages distinct runs")
+    return " + ".join(FLAGS.model_dir) or FLAGS.saved_model
 
 
 def _load_predictor() -> tuple[Any, InferenceConfig]:
-    """The model and its own segmentation settings (imports TensorFlow)."""
+    """The model (an ensemble for repeated --model_dir) and its own segmentation settings (the
+    first run's; imports TensorFlow)."""
     from dltk_mm.export import SavedModelPredictor, is_saved_model_dir
+    from dltk_mm.inference.ensemble import EnsemblePredictor
     from dltk_mm.inference.predictor import KerasPredictor
 
     if FLAGS.saved_model:
         predictor = SavedModelPredictor(FLAGS.saved_model)
         return predictor, predictor.inference
-    model_dir = Path(FLAGS.model_dir).expanduser()
-    if not model_dir.is_dir():
-        raise InputDataError(f"{model_dir}: model_dir not found; give the training run's folder")
-    if is_saved_model_dir(model_dir):
-        raise ConfigurationError(f"{FLAGS.model_dir} is a SavedModel export; pass it as "
-                                 "--saved_model")
+    for name in FLAGS.model_dir:
+        model_dir = Path(name).expanduser()
+        if not model_dir.is_dir():
+            raise InputDataError(f"{model_dir}: model_dir not found; give the training run's "
+                                 "folder")
+        if is_saved_model_dir(model_dir):
+            raise ConfigurationError(f"{name} is a SavedModel export; pass it as --saved_model")
     from dltk_mm.training import load_trained_model
 
-    loaded = load_trained_model(model_dir, weights=FLAGS.weights)
-    return KerasPredictor.from_loaded(loaded), loaded.config.inference
+    loaded = [load_trained_model(Path(name).expanduser(), weights=FLAGS.weights)
+              for name in FLAGS.model_dir]
+    members = [KerasPredictor.from_loaded(run) for run in loaded]
+    predictor = members[0] if len(members) == 1 else EnsemblePredictor(members)
+    return predictor, loaded[0].config.inference
 
 
 def _callbacks() -> Any:
