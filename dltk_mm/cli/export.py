@@ -3,6 +3,8 @@
 Usage::
 
     dltk-mm-export --model_dir runs/v4 --export_dir export/v4 [--mirror] [--largest_component]
+    dltk-mm-export --model_dir runs/joint/seed0 --model_dir runs/joint/seed1 \\
+        --export_dir export/joint
 
 The SavedModel has two signatures per modality: ``serve_<modality>`` (``serve_mr``,
 ``serve_ct``; ``serving_default`` is the first one): input ``images`` float32
@@ -10,7 +12,9 @@ The SavedModel has two signatures per modality: ``serve_<modality>`` (``serve_mr
 and ``segment_<modality>``: a raw volume ``(z, y, x)`` with its ``spacing``, ``origin`` and
 ``direction`` (and the ``mirror``, ``largest_component``, ``min_component_voxels`` options) in,
 the label map on the same grid out (see :mod:`dltk_mm.export.whole_volume`). It runs under
-``tf.saved_model.load``, ``saved_model_cli run`` and TF Serving. The training preprocessing
+``tf.saved_model.load``, ``saved_model_cli run`` and TF Serving. Repeating ``--model_dir``
+exports the ensemble of those runs: every signature averages their probabilities (runs of one
+architecture and preprocessing; the first run's settings). The training preprocessing
 settings, modalities, number of classes, patch size, dltk_mm version and the segmentation
 settings (``--overlap``, ``--weighting``, ``--batch_size``: fixed in ``segment_<modality>``;
 ``--mirror``, ``--largest_component``, ``--min_component_voxels``: defaults of
@@ -37,7 +41,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", None, "The training run's folder.")
+flags.DEFINE_multi_string("model_dir", None,
+                          "The training run's folder; repeat it to export the ensemble of the "
+                          "runs (one SavedModel averaging their probabilities; runs of one "
+                          "architecture and preprocessing, e.g. the seeds of one configuration).")
 flags.DEFINE_string("export_dir", None,
                     "Where to write the SavedModel (a new or empty folder, outside any run's "
                     "folder).")
@@ -62,11 +69,15 @@ def check_paths() -> None:
     from dltk_mm.export.destination import CONFIG_FILE, check_export_destination, is_model_folder
 
     check_export_destination(FLAGS.export_dir, FLAGS.overwrite)
-    if not is_model_folder(os.path.expanduser(FLAGS.model_dir)):
-        raise ConfigurationError(
-            f"{FLAGS.model_dir}: no training {CONFIG_FILE} there; give the --model_dir of a "
-            "dltk-mm-train run"
-        )
+    for model_dir in FLAGS.model_dir:
+        if not is_model_folder(os.path.expanduser(model_dir)):
+            raise ConfigurationError(
+                f"{model_dir}: no training {CONFIG_FILE} there; give the --model_dir of a "
+                "dltk-mm-train run"
+            )
+    if len(set(FLAGS.model_dir)) < len(FLAGS.model_dir):
+        raise ConfigurationError(f"--model_dir names a run twice ({FLAGS.model_dir}); an "
+                                 "ensemble averages distinct runs")
 
 
 @handle_errors
@@ -77,8 +88,10 @@ def main(argv: Sequence[str]) -> int:
     from dltk_mm.export import export_model_dir, read_export_metadata
     from dltk_mm.training.loading import load_config
 
-    inference = inference_from_flags(FLAGS, load_config(FLAGS.model_dir).inference)
-    print(f"exporting {FLAGS.model_dir} to {FLAGS.export_dir}", flush=True)
+    inference = inference_from_flags(FLAGS, load_config(FLAGS.model_dir[0]).inference)
+    what = (FLAGS.model_dir[0] if len(FLAGS.model_dir) == 1
+            else f"the ensemble of {' + '.join(FLAGS.model_dir)}")
+    print(f"exporting {what} to {FLAGS.export_dir}", flush=True)
     export_dir = export_model_dir(FLAGS.model_dir, FLAGS.export_dir, overwrite=FLAGS.overwrite,
                                   verify=FLAGS.verify, weights=FLAGS.weights,
                                   inference=inference)

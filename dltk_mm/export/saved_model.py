@@ -57,6 +57,8 @@ from dltk_mm.export.metadata import (
     triple,
 )
 from dltk_mm.export.whole_volume import segment_endpoint, segment_input_signature
+from dltk_mm.inference.ensemble import EnsemblePredictor
+from dltk_mm.inference.predictor import KerasPredictor
 from dltk_mm.inference.segment import InferenceConfig, StreamProbabilities
 from dltk_mm.io.preprocessing import PreprocessingConfig
 from dltk_mm.training.loading import load_trained_model
@@ -65,6 +67,8 @@ __all__ = [  # is_saved_model_dir, read_export_metadata: for callers of the earl
     "VERIFY_TOLERANCE",
     "build_archive",
     "export_model_dir",
+    "mean_probabilities",
+    "members_of",
     "export_saved_model",
     "is_saved_model_dir",
     "read_export_metadata",
@@ -84,24 +88,61 @@ def _patch_endpoint(probabilities: Callable[[tf.Tensor], tf.Tensor]
     return serve
 
 
+def members_of(model: Any) -> tuple[Any, ...]:
+    """The networks of an export: ``model`` itself, or each model of a sequence (an ensemble).
+
+    Raises:
+        ConfigurationError: an empty sequence, or members of different architectures (their
+            ``build_config``).
+    """
+    members = tuple(model) if isinstance(model, (list, tuple)) else (model,)
+    if not members:
+        raise ConfigurationError("an export needs at least one model")
+    first = dict(members[0].build_config)
+    for other in members[1:]:
+        if dict(other.build_config) != first:
+            raise ConfigurationError(
+                "an exported ensemble holds networks of one architecture (e.g. the seeds of one "
+                f"configuration); got {first} and {dict(other.build_config)}")
+    return members
+
+
+def mean_probabilities(functions: Sequence[Callable[[tf.Tensor], tf.Tensor]]
+                       ) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The mean of several window -> probabilities functions (the function itself for one): an
+    ensemble's streams, as :class:`~dltk_mm.inference.ensemble.EnsemblePredictor` averages."""
+    functions = tuple(functions)
+    if len(functions) == 1:
+        return functions[0]
+
+    def mean(images: tf.Tensor) -> tf.Tensor:
+        return tf.add_n([function(images) for function in functions]) / float(len(functions))
+
+    return mean
+
+
 def build_archive(model: Any, metadata: ExportMetadata) -> keras.export.ExportArchive:
     """An ``ExportArchive`` of ``model``: per stream a ``serve_<modality>`` (patches) and a
     ``segment_<modality>`` (whole volume, :mod:`dltk_mm.export.whole_volume`) endpoint.
 
     Args:
-        model: a :class:`~dltk_mm.networks.MultiStreamModel`.
+        model: a :class:`~dltk_mm.networks.MultiStreamModel`, or a sequence of them of one
+            architecture: an ensemble, whose endpoints average the members' probabilities.
         metadata: the export's description (preprocessing, patch size, inference settings).
     """
-    streams = StreamProbabilities(model)
+    members = members_of(model)
+    streams = [StreamProbabilities(member) for member in members]
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for member in members:
+        archive.track(member)
     spec = tf.TensorSpec([None, None, None, None, 1], tf.float32, name="images")
-    for modality in model.modalities:
-        archive.add_endpoint(signature_name(modality),
-                             _patch_endpoint(streams.function(modality)),
+    probabilities = {modality: mean_probabilities([s.function(modality) for s in streams])
+                     for modality in metadata.modalities}
+    for modality in metadata.modalities:
+        archive.add_endpoint(signature_name(modality), _patch_endpoint(probabilities[modality]),
                              input_signature=[spec])
-    for modality in model.modalities:
-        segment = segment_endpoint(streams.function(modality), modality, metadata.preprocessing,
+    for modality in metadata.modalities:
+        segment = segment_endpoint(probabilities[modality], modality, metadata.preprocessing,
                                    metadata.patch_size, metadata.inference,
                                    metadata.num_classes)
         archive.add_endpoint(segment_signature_name(modality), segment,
@@ -146,14 +187,16 @@ def export_saved_model(
     verify: bool = True,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Writes a SavedModel with one ``serve_<modality>`` signature per stream of ``model``.
+    """Writes a SavedModel with one ``serve_<modality>`` signature per stream of ``model`` (of
+    every member of an ensemble: their probabilities averaged).
 
     The export is written to a temporary folder beside ``export_dir`` and renamed into place, so
     an interrupted export never leaves a half-written model at ``export_dir``.
 
     Args:
         model: a :class:`~dltk_mm.networks.MultiStreamModel` (``.streams``, ``.modalities``,
-            ``.num_classes``, ``.build_config``).
+            ``.num_classes``, ``.build_config``), or a sequence of them of one architecture (an
+            ensemble).
         export_dir: destination folder (see :func:`check_export_destination`).
         preprocessing: the preprocessing used in training (stored in the metadata).
         patch_size: the training patch size ``(z, y, x)`` (default sliding window at prediction).
@@ -172,9 +215,12 @@ def export_saved_model(
         ConfigurationError: a refused ``export_dir``, a bad patch size, or a failed verification.
     """
     export_dir = check_export_destination(export_dir, overwrite)
-    metadata = _metadata(model, preprocessing, patch_size, inference or InferenceConfig(), extra)
+    members = members_of(model)
+    extra = {**dict(extra or {}), **({"ensemble_size": len(members)} if len(members) > 1 else {})}
+    metadata = _metadata(members[0], preprocessing, patch_size, inference or InferenceConfig(),
+                         extra)
     text = json.dumps(metadata.to_dict(), indent=1, sort_keys=True)
-    archive = build_archive(model, metadata)
+    archive = build_archive(members, metadata)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", suffix=".tmp",
                                     dir=export_dir.parent))
@@ -184,7 +230,7 @@ def export_saved_model(
         (target / "assets").mkdir(exist_ok=True)
         metadata_path(target).write_text(text, encoding="utf-8")
         if verify:
-            verify_export(model, target, metadata.patch_size)
+            verify_export(members, target, metadata.patch_size)
         if export_dir.exists():
             os.replace(export_dir, staging / "previous")
         os.replace(target, export_dir)
@@ -217,7 +263,8 @@ def _session_probabilities(export_dir: Path, names: Sequence[str], probe: np.nda
 
 def verify_export(model: Any, export_dir: str | os.PathLike, patch: Sequence[int],
                   tolerance: float = VERIFY_TOLERANCE) -> None:
-    """Checks every patch signature of ``export_dir`` against ``model``'s Keras streams.
+    """Checks every patch signature of ``export_dir`` against ``model``'s Keras streams (the
+    mean of every member's, for an ensemble).
 
     Both loaders are checked: ``tf.saved_model.load`` and the session-based one of
     ``saved_model_cli run`` / TF Serving.
@@ -226,8 +273,10 @@ def verify_export(model: Any, export_dir: str | os.PathLike, patch: Sequence[int
         ConfigurationError: a signature differs by more than ``tolerance`` or does not run.
     """
     export_dir = Path(export_dir)
+    members = members_of(model)
+    modalities = members[0].modalities
     probe = np.random.default_rng(0).standard_normal((1, *patch, 1)).astype(np.float32)
-    names = [signature_name(m) for m in model.modalities]
+    names = [signature_name(m) for m in modalities]
     loaded = tf.saved_model.load(str(export_dir))
     try:
         session = _session_probabilities(export_dir, names, probe)
@@ -236,8 +285,9 @@ def verify_export(model: Any, export_dir: str | os.PathLike, patch: Sequence[int
             f"the export does not run under TensorFlow's session-based loader (saved_model_cli, "
             f"TF Serving): {error}"
         ) from error
-    for modality, name in zip(model.modalities, names, strict=True):
-        expected = np.asarray(model.streams[modality](probe, training=False)["probabilities"])
+    for modality, name in zip(modalities, names, strict=True):
+        expected = np.mean([np.asarray(member.streams[modality](probe, training=False)[
+            "probabilities"]) for member in members], axis=0)
         results = {"tf.saved_model.load": loaded.signatures[name](images=tf.constant(probe)),
                    "session loader": {"probabilities": session[name]}}
         for loader, got in results.items():
@@ -250,39 +300,54 @@ def verify_export(model: Any, export_dir: str | os.PathLike, patch: Sequence[int
 
 
 def export_model_dir(
-    model_dir: str | os.PathLike,
+    model_dir: str | os.PathLike | Sequence[str | os.PathLike],
     export_dir: str | os.PathLike,
     overwrite: bool = False,
     verify: bool = True,
     weights: str = "auto",
     inference: InferenceConfig | None = None,
 ) -> Path:
-    """Exports a trained model directory (written by dltk_mm training) as a SavedModel.
+    """Exports a trained model directory (written by dltk_mm training) as a SavedModel; several
+    directories export their ensemble (one SavedModel averaging their probabilities).
 
-    The preprocessing settings and patch size come from the model_dir's training configuration.
+    The preprocessing settings and patch size come from the (first) model_dir's training
+    configuration; an ensemble's runs must read inputs alike
+    (:class:`~dltk_mm.inference.ensemble.EnsemblePredictor`) and share one architecture.
 
     Args:
-        model_dir: the training run's folder.
+        model_dir: the training run's folder, or a sequence of them (an ensemble).
         export_dir: destination folder; not inside any model folder (see
             :func:`check_export_destination`).
         overwrite: replace an existing dltk_mm export at ``export_dir``.
         verify: see :func:`export_saved_model`.
         weights: ``"best"``, ``"last"`` or ``"auto"`` (best if the run validated, else last);
             see :func:`dltk_mm.training.loading.load_trained_model`.
-        inference: the segmentation defaults to record (default: the run's validation settings,
-            ``TrainConfig.inference``).
+        inference: the segmentation defaults to record (default: the (first) run's validation
+            settings, ``TrainConfig.inference``).
 
     Returns:
         The export directory.
+
+    Raises:
+        ConfigurationError: a refused ``export_dir``, or runs that cannot form an ensemble.
     """
+    folders = ([model_dir] if isinstance(model_dir, (str, os.PathLike)) else list(model_dir))
+    folders = [Path(folder).expanduser() for folder in folders]
     export_dir = check_export_destination(export_dir, overwrite)
-    loaded = load_trained_model(Path(model_dir).expanduser(), weights=weights)
-    logging.info("loaded %s weights of %s (step %s)", loaded.weights, model_dir, loaded.step)
-    config = loaded.config
+    loaded = [load_trained_model(folder, weights=weights) for folder in folders]
+    for run, folder in zip(loaded, folders, strict=True):
+        logging.info("loaded %s weights of %s (step %s)", run.weights, folder, run.step)
+    if len(loaded) > 1:
+        EnsemblePredictor([KerasPredictor.from_loaded(run) for run in loaded])  # checks them
+    config = loaded[0].config
+    extra: dict[str, Any] = {"model_dir": str(folders[0].resolve()),
+                             "weights": loaded[0].weights, "step": loaded[0].step}
+    if len(loaded) > 1:
+        extra["members"] = [{"model_dir": str(folder.resolve()), "weights": run.weights,
+                             "step": run.step} for folder, run in zip(folders, loaded,
+                                                                      strict=True)]
     return export_saved_model(
-        loaded.model, export_dir, preprocessing=config.preprocessing,
+        [run.model for run in loaded], export_dir, preprocessing=config.preprocessing,
         patch_size=config.pipeline.patch_size, inference=inference or config.inference,
-        overwrite=overwrite, verify=verify,
-        extra={"model_dir": str(Path(model_dir).expanduser().resolve()),
-               "weights": loaded.weights, "step": loaded.step},
+        overwrite=overwrite, verify=verify, extra=extra,
     )

@@ -18,9 +18,9 @@ from dltk_mm.benchmark import evaluate
 from dltk_mm.benchmark.execute import DONE_FILE
 from dltk_mm.benchmark.plan import BenchmarkSettings, RunSpec, plan_runs
 from dltk_mm.benchmark.presets import get_benchmark_preset
+from dltk_mm.inference.predictor import Predictor
 from dltk_mm.io.geometry import Geometry
 from dltk_mm.io.labels import get_preset
-from dltk_mm.inference.predictor import Predictor
 from dltk_mm.io.preprocessing import preprocess_manifest
 from dltk_mm.training import load_config
 

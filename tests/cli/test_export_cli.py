@@ -88,11 +88,14 @@ def test_overwrite_never_deletes_a_data_or_model_folder(workspace, target) -> No
     assert _snapshot(workspace["root"]) == before
 
 
-@pytest.mark.parametrize("case", ["data_folder", "not_a_run"])
+@pytest.mark.parametrize("case", ["data_folder", "not_a_run", "ensemble_member_not_a_run",
+                                  "run_twice"])
 def test_refuses_bad_paths_without_importing_tensorflow(workspace, tmp_path, case) -> None:
-    args = ([f"--model_dir={workspace['model_dir']}", f"--export_dir={workspace['inputs']}",
-             "--overwrite"] if case == "data_folder"
-            else [f"--model_dir={workspace['inputs']}", f"--export_dir={tmp_path / 'export'}"])
+    run, export = f"--model_dir={workspace['model_dir']}", f"--export_dir={tmp_path / 'export'}"
+    args = {"data_folder": [run, f"--export_dir={workspace['inputs']}", "--overwrite"],
+            "not_a_run": [f"--model_dir={workspace['inputs']}", export],
+            "ensemble_member_not_a_run": [run, f"--model_dir={workspace['inputs']}", export],
+            "run_twice": [run, run, export]}[case]
     code = (
         "import sys\n"
         "from dltk_mm.cli import export as command\n"
@@ -105,6 +108,7 @@ def test_refuses_bad_paths_without_importing_tensorflow(workspace, tmp_path, cas
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.stdout.strip().splitlines()[-1] == "status 2 False", result.stderr
-    reason = "only replaces a dltk_mm export" if case == "data_folder" else "no training config"
+    reason = {"data_folder": "only replaces a dltk_mm export",
+              "run_twice": "names a run twice"}.get(case, "no training config")
     assert reason in result.stderr
     assert not (tmp_path / "export").exists()
