@@ -200,8 +200,7 @@ def _mean_dice(frame: pd.DataFrame) -> dict[str, float]:
 def _mark_done(spec: RunSpec, settings: BenchmarkSettings, dice: dict[str, float],
                subjects: int, elapsed_s: float) -> None:
     done = {"scheme": spec.scheme, "fold": spec.fold, "seed": spec.seed,
-            "steps": spec.config.steps, **done_record(spec, settings),
-            "inference": spec.inference.to_dict(), "subjects": subjects,
+            "steps": spec.config.steps, **done_record(spec, settings), "subjects": subjects,
             "mean_dice": dice.get(PAPER, math.nan), "protocol_dice": dice,
             "elapsed_s_this_call": elapsed_s,
             "finished": datetime.datetime.now().isoformat(timespec="seconds")}
