@@ -5,9 +5,10 @@ have finished, their models segment the fold's held-out volumes together (probab
 :class:`~dltk_mm.inference.ensemble.EnsemblePredictor`) with the runs' own ``improved`` options,
 and are scored like one run (protocol :data:`~dltk_mm.benchmark.protocols.ENSEMBLE`, seed
 :data:`~dltk_mm.benchmark.evaluate.ENSEMBLE_SEED`). The scores are cached in
-``<results_dir>/ensembles/<scheme>/fold<k>/evaluation_ensemble.csv`` with the ``.json`` record of
-what was evaluated (options, weights, scoring and each member's weights file), so a rerun reuses
-them and a retrained member makes them be evaluated again. The run folders are only read.
+``<results_dir>/ensembles/<scheme>/fold<k>/seeds<s>-<t>/evaluation_ensemble.csv`` with the
+``.json`` record of what was evaluated (options, weights, scoring and each member's weights file),
+so a rerun reuses them and a retrained member makes them be evaluated again; an ensemble of other
+seeds is kept beside it. The run folders are only read.
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ from dltk_mm.io.files import atomic_write, atomic_write_text
 ENSEMBLES_DIR = "ensembles"
 
 
-def ensemble_file(results_dir: str | Path, scheme: str, fold: int) -> Path:
-    """The cached scores of one scheme and fold's ensemble (``.json`` beside: its record)."""
-    return (Path(results_dir) / ENSEMBLES_DIR / scheme / f"fold{fold}"
+def ensemble_file(results_dir: str | Path, scheme: str, fold: int, seeds: Sequence[int]
+                  ) -> Path:
+    """The cached scores of the ensemble of one scheme and fold's ``seeds`` (``.json`` beside:
+    its record); other seeds are another ensemble, kept beside it."""
+    members = "-".join(str(seed) for seed in sorted(seeds))
+    return (Path(results_dir) / ENSEMBLES_DIR / scheme / f"fold{fold}" / f"seeds{members}"
             / f"evaluation_{file_stem(ENSEMBLE)}.csv")
 
 
@@ -89,7 +93,8 @@ def ensemble_results(runs: Sequence[RunSpec], settings: BenchmarkSettings, compu
     groups = ensemble_groups(runs, settings)
     for index, members in enumerate(groups, start=1):
         first = members[0]
-        path = ensemble_file(settings.results_dir, first.scheme, first.fold)
+        path = ensemble_file(settings.results_dir, first.scheme, first.fold,
+                             [spec.seed for spec in members])
         wanted = ensemble_record(members, settings)
         frame = cached_frame(path, wanted)
         if frame is None and compute:

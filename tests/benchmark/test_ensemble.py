@@ -31,7 +31,7 @@ def test_the_seeds_are_averaged_scored_tabulated_and_cached(fake_run, capsys) ->
     results = pd.read_csv(report.files["results_all"])
     per_seed = results[results["protocol"] == "paper"].groupby("seed")["dice"].mean()
     assert per_seed[0] == 1.0 and per_seed[1] == 0.0  # alone, the weak streams find nothing
-    scores = pd.read_csv(ensemble_file(settings.results_dir, "joint", 0),
+    scores = pd.read_csv(ensemble_file(settings.results_dir, "joint", 0, (0, 1)),
                          dtype={"subject_id": str})
     assert set(scores["protocol"]) == {"ensemble"} and set(scores["seed"]) == {ENSEMBLE_SEED}
     assert sorted(scores["subject_id"].unique()) == ["ct_a", "mr_a"]
@@ -48,7 +48,7 @@ def test_the_seeds_are_averaged_scored_tabulated_and_cached(fake_run, capsys) ->
     assert "ensemble/table3_overall" in again.files
 
     # a member evaluated otherwise (here: its record edited) makes the ensemble be redone
-    record_path = ensemble_file(settings.results_dir, "joint", 0).with_suffix(".json")
+    record_path = ensemble_file(settings.results_dir, "joint", 0, (0, 1)).with_suffix(".json")
     record = json.loads(record_path.read_text())
     record["record"]["members"]["joint/fold0/seed1"] = {"file": "ckpt-9", "mtime_ns": 1}
     record_path.write_text(json.dumps(record))
@@ -66,7 +66,7 @@ def test_an_unfinished_seed_leaves_its_ensemble_out(fake_run) -> None:
     report = run_benchmark(settings, aggregate_only=True)
     assert check_finished(first, settings) and not check_finished(second, settings)
     assert report.ensembles == [] and "ensemble/table3_overall" not in report.files
-    assert not ensemble_file(settings.results_dir, "joint", 0).exists()
+    assert not ensemble_file(settings.results_dir, "joint", 0, (0, 1)).exists()
 
 
 def test_members_with_other_held_out_subjects_are_refused(fake_run) -> None:
