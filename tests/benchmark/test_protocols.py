@@ -8,6 +8,7 @@ import pytest
 
 from dltk_mm.benchmark.protocols import (
     ABLATION_ADDITIONS,
+    ENSEMBLE,
     IMPROVED,
     PAPER,
     PROTOCOL_ORDER,
@@ -40,7 +41,7 @@ def test_each_ablation_protocol_is_the_paper_protocol_plus_its_addition() -> Non
     assert ablation["+mirror_no_swap"].mirror_swap is False
     assert ablation["all"] == dataclasses.replace(paper, weighting="gaussian", mirror=True,
                                                   largest_component=True)
-    assert PROTOCOL_ORDER[0] == PAPER and PROTOCOL_ORDER[-1] == IMPROVED
+    assert PROTOCOL_ORDER[0] == PAPER and PROTOCOL_ORDER[-2:] == (IMPROVED, ENSEMBLE)
     assert file_stem("+mirror_no_lr") == "plus_mirror_no_lr"
 
 
