@@ -5,6 +5,8 @@ Each held-out volume of each modality (the ``test`` rows of the run's ``split.cs
 one segmentation path (:func:`dltk_mm.inference.segment_volume`: sliding window of the training
 patch size, blending, argmax; docs/paper.md, section 6), once per evaluation protocol
 (:mod:`dltk_mm.benchmark.protocols`; protocols with the same options share one segmentation).
+:func:`evaluate_ensemble` scores several runs of one held-out fold as one model the same way
+(their probabilities averaged; :mod:`dltk_mm.benchmark.ensemble`).
 
 Scores are computed in the label's own geometry: the predicted labels are mapped back onto the
 source image's grid (:func:`dltk_mm.io.preprocessing.restore_to_source`: crop undone,
