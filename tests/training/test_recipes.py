@@ -39,6 +39,7 @@ def test_plus_layers_over_the_defaults() -> None:
     # Everything the recipe does not name keeps the paper's default.
     augmentation = plus.pipeline.augmentation
     assert augmentation.gamma_probability > 0 and augmentation.rotation_probability > 0
+    assert augmentation.organ_intensity_probability == 0.3
     changed = {key.split(".")[0] for key in plus.differences(_defaults())}
     assert changed == {"loss", "pipeline", "inference", "recipe"}
     assert plus.steps == 10000 and plus.effective_learning_rate == 1e-4
