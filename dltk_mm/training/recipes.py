@@ -11,7 +11,7 @@ holds the resolved settings and, for the record, the recipe's name (``TrainConfi
   additions this code base implements (docs/paper.md, section 9; the figures and commands are in
   experiments/paper/README.md, "Accuracy on the dev folder"): Dice + cross-entropy loss; random
   gamma, contrast and brightness (each on 30 % of the patches), a factor per labelled organ on
-  its intensities (30 %; added after three seeds with and without it: MR +0.011, CT -0.001) and
+  its intensities (30 %; added after three seeds with and without it: MR +0.013, CT +0.005) and
   zoom and rotation about the patch centre (each on 20 %;
   :class:`~dltk_mm.io.augmentation.AugmentationConfig`); validation and evaluation with Gaussian
   window weighting and the largest connected component per organ.
