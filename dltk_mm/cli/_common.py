@@ -42,7 +42,7 @@ from typing import Any, TextIO
 
 from absl import app, flags, logging
 
-from dltk_mm.errors import DltkMmError
+from dltk_mm.errors import ConfigurationError, DltkMmError
 
 #: Done.
 EXIT_OK = 0
@@ -193,6 +193,17 @@ def run_command(main: Callable[[list[str]], Any], argv: list[str] | None = None)
 def tensorflow_imported() -> bool:
     """Whether TensorFlow has been imported in this process (for tests of fast refusals)."""
     return "tensorflow" in sys.modules
+
+
+def check_distinct_runs(model_dirs: Sequence[str]) -> None:
+    """Refuses a ``--model_dir`` repeated with the same run (an ensemble averages distinct runs).
+
+    Raises:
+        ConfigurationError: naming the repeated folders.
+    """
+    if len(set(model_dirs)) < len(model_dirs):
+        raise ConfigurationError(f"--model_dir names a run twice ({list(model_dirs)}); an "
+                                 "ensemble averages distinct runs")
 
 
 def require_flags(*names: str) -> None:

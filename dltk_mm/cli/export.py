@@ -33,7 +33,12 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from dltk_mm.cli._common import handle_errors, require_flags, run_command
+from dltk_mm.cli._common import (
+    check_distinct_runs,
+    handle_errors,
+    require_flags,
+    run_command,
+)
 from dltk_mm.errors import ConfigurationError
 from dltk_mm.inference.config_flags import define_inference_flags, inference_from_flags
 
@@ -75,9 +80,7 @@ def check_paths() -> None:
                 f"{model_dir}: no training {CONFIG_FILE} there; give the --model_dir of a "
                 "dltk-mm-train run"
             )
-    if len(set(FLAGS.model_dir)) < len(FLAGS.model_dir):
-        raise ConfigurationError(f"--model_dir names a run twice ({FLAGS.model_dir}); an "
-                                 "ensemble averages distinct runs")
+    check_distinct_runs(FLAGS.model_dir)
 
 
 @handle_errors

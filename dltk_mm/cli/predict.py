@@ -48,7 +48,7 @@ from typing import Any
 
 from absl import flags
 
-from dltk_mm.cli._common import handle_errors, run_command
+from dltk_mm.cli._common import check_distinct_runs, handle_errors, run_command
 from dltk_mm.errors import ConfigurationError, InputDataError
 from dltk_mm.inference.config_flags import (
     define_inference_flags,
@@ -140,9 +140,7 @@ def _model_path() -> str:
                                  "for an ensemble) or --saved_model (an export of dltk-mm-export)")
     if FLAGS.saved_model and FLAGS.weights != "auto":
         raise ConfigurationError("--weights goes with --model_dir; an export holds one set")
-    if len(set(FLAGS.model_dir)) < len(FLAGS.model_dir):
-        raise ConfigurationError(f"--model_dir names a run twice ({FLAGS.model_dir}); an "
-                                 "ensemble averages distinct runs")
+    check_distinct_runs(FLAGS.model_dir)
     return " + ".join(FLAGS.model_dir) or FLAGS.saved_model
 
 
