@@ -114,11 +114,10 @@ def header(settings: BenchmarkSettings, manifest: Path, runs: Sequence[RunSpec],
     if protocol == "ablation":
         lines.append(f"- evaluation: {settings.weights} weights, the paper's protocol plus "
                      f"{', '.join(ABLATION_ADDITIONS)}; scored in the label's own geometry")
-    elif protocol == ENSEMBLE:
-        inference = protocols.get(IMPROVED, protocols.get(PAPER))
+    elif protocol == ENSEMBLE and runs:  # segmented as the runs' own evaluation
         lines.append(f"- evaluation (`{ENSEMBLE}`): per scheme and fold, the models of seeds "
                      f"{list(settings.effective_seeds)} averaged, {settings.weights} weights, "
-                     f"{_describe(inference)}; scored in the label's own geometry")
+                     f"{_describe(runs[0].inference)}; scored in the label's own geometry")
     elif protocol in protocols:
         lines.append(f"- evaluation (`{protocol}` protocol): {settings.weights} weights, "
                      f"{_describe(protocols[protocol])}; scored in the label's own geometry "

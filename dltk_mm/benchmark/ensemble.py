@@ -24,9 +24,9 @@ import pandas as pd
 from absl import logging
 
 from dltk_mm.benchmark.evaluate import (
-    SCORING,
     cached_frame,
     evaluate_ensemble,
+    evaluation_record,
     weights_identity,
 )
 from dltk_mm.benchmark.execute import ProgressFn, RunEvent, RunOutcome, check_finished
@@ -67,11 +67,15 @@ def ensemble_groups(runs: Sequence[RunSpec], settings: BenchmarkSettings
 
 
 def ensemble_record(members: Sequence[RunSpec], settings: BenchmarkSettings) -> dict[str, Any]:
-    """What identifies an ensemble's scores (compared before reusing them)."""
-    return {"inference": members[0].inference.to_dict(), "weights": settings.weights,
-            "scoring": SCORING, "surface_metrics": settings.surface_metrics,
-            "members": {spec.name: weights_identity(spec.model_dir, settings.weights)
-                        for spec in members}}
+    """What identifies an ensemble's scores (compared before reusing them): a run's
+    :func:`~dltk_mm.benchmark.evaluate.evaluation_record` with every member's weights file in
+    place of the one run's."""
+    first = members[0]
+    record = evaluation_record(first, settings, first.inference)
+    del record["trained"]
+    record["members"] = {spec.name: weights_identity(spec.model_dir, settings.weights)
+                         for spec in members}
+    return record
 
 
 def ensemble_results(runs: Sequence[RunSpec], settings: BenchmarkSettings, compute: bool = True,
